@@ -1,0 +1,224 @@
+"""Parquet cache of pulled tables, with a checksummed manifest and atomic writes.
+
+Layout::
+
+    <root>/<namespace>/v<version>/<table>.parquet
+    <root>/<namespace>/v<version>/<table>.parts/part-<key>.parquet   (batches of a pull in progress)
+    <root>/<namespace>/v<version>/manifest.json
+
+``namespace`` is the datastack (``minnie65_public``) or ``surrogate``; ``version`` the
+materialization version or the surrogate's seed. Each file is written to a temporary name in the
+same folder, fsynced, then renamed, so a reader never sees half a file. The manifest records per
+table: source, datastack, version, query and filters, rows, schema, sha256, caveclient version and
+creation time. A file whose checksum or schema disagrees with its manifest entry is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema import SCHEMAS, conform, validate
+
+MANIFEST = "manifest.json"
+
+
+class CacheError(RuntimeError):
+    """A cache file is missing from the manifest, corrupt, or disagrees with it."""
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+
+
+def read_parquet_checked(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet file; a truncated or corrupt one raises :class:`CacheError` naming it."""
+    try:
+        return pq.read_table(path, columns=columns).to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        raise CacheError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def _schema_of(df: pd.DataFrame) -> dict[str, str]:
+    return {c: str(t) for c, t in df.dtypes.items()}
+
+
+def _caveclient_version() -> str | None:
+    try:
+        import caveclient
+
+        return caveclient.__version__
+    except Exception:  # pragma: no cover - caveclient is a dependency
+        return None
+
+
+class PartStore:
+    """Finished batches of one table's pull, so an interrupted pull resumes where it stopped.
+
+    Keys are strings that sort in batch order (e.g. ``00017``). A part is written atomically, so
+    after a crash each part is either complete or absent.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"part-{key}.parquet"
+
+    def done(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def keys(self) -> list[str]:
+        if not self.folder.exists():
+            return []
+        return sorted(p.name[len("part-"):-len(".parquet")] for p in self.folder.glob("part-*.parquet"))
+
+    def write(self, key: str, df: pd.DataFrame) -> None:
+        write_parquet_atomic(df, self._path(key))
+
+    def read(self, key: str) -> pd.DataFrame:
+        return read_parquet_checked(self._path(key))
+
+    def read_all(self, table: str) -> pd.DataFrame:
+        frames = [self.read(k) for k in self.keys()]
+        if not frames:
+            from .schema import empty
+
+            return empty(table)
+        return pd.concat(frames, ignore_index=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class TableCache:
+    """The cached tables of one (namespace, version)."""
+
+    def __init__(self, root: str | os.PathLike, namespace: str, version: int | str) -> None:
+        self.root = Path(root)
+        self.namespace = namespace
+        self.version = version
+        self.dir = self.root / namespace / f"v{version}"
+
+    # -- manifest ---------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST
+
+    def manifest(self) -> dict[str, dict]:
+        if not self.manifest_path.exists():
+            return {}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CacheError(f"{self.manifest_path}: corrupt manifest ({e})") from None
+
+    def _update_manifest(self, key: str, entry: dict | None) -> None:
+        m = self.manifest()
+        if entry is None:
+            m.pop(key, None)
+        else:
+            m[key] = entry
+        write_json_atomic(self.manifest_path, m)
+
+    # -- tables -----------------------------------------------------------------------------
+    def path(self, table: str) -> Path:
+        return self.dir / f"{table}.parquet"
+
+    def has(self, table: str) -> bool:
+        return self.path(table).exists() and table in self.manifest()
+
+    def parts(self, table: str) -> PartStore:
+        return PartStore(self.dir / f"{table}.parts")
+
+    def write(self, table: str, df: pd.DataFrame, *, source: str, query: dict | None = None,
+              datastack: str | None = None) -> Path:
+        """Conform, validate and write ``table`` atomically, then record it in the manifest."""
+        if table in SCHEMAS:
+            df = conform(df, table, origin=f"{source} {table}")
+            validate(df, table, origin=f"{source} {table}")
+        path = self.path(table)
+        write_parquet_atomic(df, path)
+        self._update_manifest(table, {
+            "file": path.name,
+            "source": source,
+            "datastack": datastack or self.namespace,
+            "version": self.version,
+            "query": query or {},
+            "rows": int(len(df)),
+            "schema": _schema_of(df),
+            "sha256": sha256_of(path),
+            "caveclient_version": _caveclient_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        return path
+
+    def read(self, table: str, columns: list[str] | None = None, verify: bool = True) -> pd.DataFrame:
+        """Read a cached table, refusing it if its checksum or schema disagrees with the manifest."""
+        path = self.path(table)
+        entry = self.manifest().get(table)
+        if entry is None or not path.exists():
+            raise CacheError(f"{path}: not in the cache (no file or no manifest entry)")
+        if verify:
+            digest = sha256_of(path)
+            if digest != entry["sha256"]:
+                raise CacheError(
+                    f"{path}: checksum {digest[:12]}... does not match the manifest "
+                    f"({entry['sha256'][:12]}...); delete it or pull again with --refresh"
+                )
+        df = read_parquet_checked(path, columns=columns)
+        if verify and columns is None:
+            schema = _schema_of(df)
+            if schema != entry["schema"]:
+                raise CacheError(f"{path}: schema {schema} does not match the manifest {entry['schema']}")
+            if len(df) != entry["rows"]:
+                raise CacheError(f"{path}: {len(df)} rows, the manifest says {entry['rows']}")
+        return df
+
+    def drop(self, table: str) -> None:
+        self.path(table).unlink(missing_ok=True)
+        self.parts(table).clear()
+        self._update_manifest(table, None)

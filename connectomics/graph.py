@@ -1,0 +1,213 @@
+"""The two graphs of a column: neuron-level and cell-type/layer level.
+
+Neuron-level graph
+    ``nodes`` (one row per neuron, row order = node index)::
+
+        root_id int64, nucleus_id int64, cell_type str (coarse), mtype str, layer str, ei str ("E"/"I"),
+        x_nm, y_nm, z_nm float64 (CAVE nm), depth_um float64 (below pia)
+
+    ``edges`` (one row per connected ordered pair)::
+
+        pre int64, post int64 (node indices), pre_root_id, post_root_id int64,
+        n_synapses int64, summed_size float64 (voxels)
+
+Cell-type/layer graph (:func:`type_graph`)
+    a networkx ``DiGraph`` whose nodes are populations ``"<cell_type>|<layer>"`` with attributes
+    ``cell_type, layer, ei, n_cells``, and whose edges carry ``n_synapses, summed_size,
+    connected_pairs, possible_pairs, connection_probability`` (= connected / possible pairs; a
+    population's pairs with itself exclude autapses) and ``synapses_per_connection``.
+
+On disk (:meth:`ConnectomeGraph.save`): ``nodes.parquet``, ``edges.parquet``, ``type_nodes.parquet``,
+``type_edges.parquet``, ``type_graph.graphml``, ``meta.json``; :meth:`ConnectomeGraph.to_pyg` gives
+a PyTorch Geometric ``Data``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from .cache import read_parquet_checked, write_json_atomic, write_parquet_atomic
+
+NODE_COLUMNS: dict[str, str] = {
+    "root_id": "int64", "nucleus_id": "int64", "cell_type": "object", "mtype": "object",
+    "layer": "object", "ei": "object", "x_nm": "float64", "y_nm": "float64", "z_nm": "float64",
+    "depth_um": "float64",
+}
+EDGE_COLUMNS: dict[str, str] = {
+    "pre": "int64", "post": "int64", "pre_root_id": "int64", "post_root_id": "int64",
+    "n_synapses": "int64", "summed_size": "float64",
+}
+TYPE_EDGE_COLUMNS = (
+    "pre_population", "post_population", "n_synapses", "summed_size", "connected_pairs",
+    "possible_pairs", "connection_probability", "synapses_per_connection",
+)
+
+
+def population_key(cell_type: str, layer: str) -> str:
+    """Name of a (cell type, layer) population, e.g. ``"23P|L2/3"``."""
+    return f"{cell_type}|{layer}"
+
+
+def type_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> nx.DiGraph:
+    """Aggregate a neuron-level graph into the cell-type/layer graph (see module docstring)."""
+    pop = (nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str)).to_numpy()
+    g = nx.DiGraph()
+    counts = nodes.groupby(["cell_type", "layer"], sort=True).size()
+    ei = nodes.groupby(["cell_type", "layer"], sort=True)["ei"].first()
+    for (ct, layer), n in counts.items():
+        g.add_node(population_key(ct, layer), cell_type=ct, layer=layer, ei=ei[(ct, layer)],
+                   n_cells=int(n))
+    if len(edges):
+        e = pd.DataFrame({
+            "pre_population": pop[edges["pre"].to_numpy()],
+            "post_population": pop[edges["post"].to_numpy()],
+            "n_synapses": edges["n_synapses"].to_numpy(),
+            "summed_size": edges["summed_size"].to_numpy(),
+        })
+        agg = e.groupby(["pre_population", "post_population"], sort=True).agg(
+            n_synapses=("n_synapses", "sum"), summed_size=("summed_size", "sum"),
+            connected_pairs=("n_synapses", "size"),
+        )
+        for (a, b), row in agg.iterrows():
+            na, nb = g.nodes[a]["n_cells"], g.nodes[b]["n_cells"]
+            possible = na * nb - (na if a == b else 0)
+            g.add_edge(
+                a, b, n_synapses=int(row.n_synapses), summed_size=float(row.summed_size),
+                connected_pairs=int(row.connected_pairs), possible_pairs=int(possible),
+                connection_probability=float(row.connected_pairs / possible) if possible else 0.0,
+                synapses_per_connection=float(row.n_synapses / row.connected_pairs),
+            )
+    return g
+
+
+def type_tables(g: nx.DiGraph) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The type graph as two tables: populations and population-to-population edges."""
+    tn = pd.DataFrame([{"population": n, **d} for n, d in g.nodes(data=True)])
+    te = pd.DataFrame(
+        [{"pre_population": a, "post_population": b, **d} for a, b, d in g.edges(data=True)],
+        columns=list(TYPE_EDGE_COLUMNS),
+    )
+    return tn, te
+
+
+@dataclass
+class ConnectomeGraph:
+    """A column's neuron-level graph with its cell-type/layer aggregate."""
+
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+    _types: nx.DiGraph | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.nodes = self.nodes.reset_index(drop=True)
+        missing = [c for c in NODE_COLUMNS if c not in self.nodes.columns]
+        if missing:
+            raise ValueError(f"nodes lack column(s) {missing}")
+        missing = [c for c in EDGE_COLUMNS if c not in self.edges.columns]
+        if missing:
+            raise ValueError(f"edges lack column(s) {missing}")
+        n = len(self.nodes)
+        if len(self.edges) and (self.edges[["pre", "post"]].to_numpy().max() >= n
+                                or self.edges[["pre", "post"]].to_numpy().min() < 0):
+            raise ValueError("edge endpoints outside the node index range")
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def type_graph(self) -> nx.DiGraph:
+        if self._types is None:
+            self._types = type_graph(self.nodes, self.edges)
+        return self._types
+
+    def population(self, cell_types: Iterable[str] | None = None,
+                   layers: Iterable[str] | None = None) -> np.ndarray:
+        """Node indices (sorted) of the cells whose type and layer are in the given sets."""
+        sel = np.ones(len(self.nodes), dtype=bool)
+        if cell_types is not None:
+            sel &= self.nodes["cell_type"].isin(list(cell_types)).to_numpy()
+        if layers is not None:
+            sel &= self.nodes["layer"].isin(list(layers)).to_numpy()
+        return np.flatnonzero(sel)
+
+    def adjacency(self, weight: str | None = None) -> "scipy.sparse.csr_matrix":  # noqa: F821
+        """(n, n) CSR matrix, rows = pre, columns = post; 1 per edge or the edge's ``weight``."""
+        import scipy.sparse as sp
+
+        vals = np.ones(len(self.edges)) if weight is None else self.edges[weight].to_numpy(float)
+        return sp.csr_matrix(
+            (vals, (self.edges["pre"].to_numpy(), self.edges["post"].to_numpy())),
+            shape=(self.n_nodes, self.n_nodes),
+        )
+
+    def to_networkx(self) -> nx.DiGraph:
+        """Neuron-level networkx graph (node = index, with the node columns as attributes)."""
+        g = nx.DiGraph()
+        g.add_nodes_from((i, r) for i, r in enumerate(self.nodes.to_dict("records")))
+        g.add_edges_from(
+            (int(r["pre"]), int(r["post"]), {"n_synapses": int(r["n_synapses"]),
+                                             "summed_size": float(r["summed_size"])})
+            for r in self.edges.to_dict("records")
+        )
+        return g
+
+    def to_pyg(self):
+        """PyTorch Geometric ``Data``: ``edge_index`` (2, E) pre->post, ``edge_attr`` (E, 2) =
+        [n_synapses, summed_size], ``pos`` (N, 3) nm, ``depth_um`` (N,), ``is_inhibitory`` (N,),
+        ``cell_type``/``layer`` (N,) integer codes into ``cell_type_names``/``layer_names``."""
+        import torch
+        from torch_geometric.data import Data
+
+        ct = pd.Categorical(self.nodes["cell_type"])
+        ly = pd.Categorical(self.nodes["layer"])
+        return Data(
+            edge_index=torch.as_tensor(self.edges[["pre", "post"]].to_numpy().T.copy(), dtype=torch.long),
+            edge_attr=torch.as_tensor(self.edges[["n_synapses", "summed_size"]].to_numpy(float),
+                                      dtype=torch.float32),
+            pos=torch.as_tensor(self.nodes[["x_nm", "y_nm", "z_nm"]].to_numpy(), dtype=torch.float64),
+            depth_um=torch.as_tensor(self.nodes["depth_um"].to_numpy(), dtype=torch.float32),
+            is_inhibitory=torch.as_tensor((self.nodes["ei"] == "I").to_numpy()),
+            cell_type=torch.as_tensor(ct.codes.astype(np.int64)),
+            layer=torch.as_tensor(ly.codes.astype(np.int64)),
+            root_id=torch.as_tensor(self.nodes["root_id"].to_numpy()),
+            cell_type_names=list(ct.categories), layer_names=list(ly.categories),
+            num_nodes=self.n_nodes,
+        )
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write the graph files (each atomically) into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(self.nodes[list(NODE_COLUMNS)], folder / "nodes.parquet")
+        write_parquet_atomic(self.edges[list(EDGE_COLUMNS)], folder / "edges.parquet")
+        tn, te = type_tables(self.type_graph)
+        write_parquet_atomic(tn, folder / "type_nodes.parquet")
+        write_parquet_atomic(te, folder / "type_edges.parquet")
+        from .cache import atomic_path
+
+        with atomic_path(folder / "type_graph.graphml") as tmp:
+            nx.write_graphml(self.type_graph, tmp)
+        write_json_atomic(folder / "meta.json", self.meta)
+        return folder
+
+
+def load_graph(folder: str | Path) -> ConnectomeGraph:
+    """Load what :meth:`ConnectomeGraph.save` (``python -m pipelines.build_graph``) wrote."""
+    folder = Path(folder)
+    if not (folder / "nodes.parquet").exists():
+        raise FileNotFoundError(f"{folder}: no nodes.parquet (run `python -m pipelines.build_graph`)")
+    nodes = read_parquet_checked(folder / "nodes.parquet")
+    edges = read_parquet_checked(folder / "edges.parquet")
+    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
+    return ConnectomeGraph(nodes=nodes, edges=edges, meta=meta)

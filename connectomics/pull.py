@@ -1,0 +1,58 @@
+"""Pull the tables of a V1 column from a source into the Parquet cache (or read them from it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .cache import TableCache
+from .schema import (
+    CELL_TYPE_TABLE, COLUMN_TABLE, COLUMN_TABLES, MTYPE_TABLE, NUCLEUS_TABLE, PROOFREADING_TABLE,
+    SYNAPSE_TABLE,
+)
+from .sources.base import Source
+
+
+def _filters(table: str, column: pd.DataFrame) -> dict | None:
+    """Which rows of ``table`` belong to the column's cells (CAVE ``filter_in_dict``)."""
+    targets = column["target_id"].tolist()
+    roots = column["pt_root_id"].tolist()
+    return {
+        COLUMN_TABLE: None,
+        MTYPE_TABLE: {"target_id": targets},
+        CELL_TYPE_TABLE: {"target_id": targets},
+        NUCLEUS_TABLE: {"id": targets},
+        PROOFREADING_TABLE: {"pt_root_id": roots},
+    }[table]
+
+
+def pull_column_tables(
+    source: Source, cache: TableCache, *, refresh: bool = False, progress: bool = True
+) -> dict[str, pd.DataFrame]:
+    """Every table of :data:`COLUMN_TABLES`, from the cache when present, else from ``source``.
+
+    A second call reads the cache and queries nothing (unless ``refresh``). Synapses are pulled
+    last, restricted to the column's root ids, in resumable batches.
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    for table in COLUMN_TABLES:
+        if refresh:
+            cache.drop(table)
+        if cache.has(table):
+            tables[table] = cache.read(table)
+            continue
+        if table == SYNAPSE_TABLE:
+            roots = np.sort(tables[COLUMN_TABLE]["pt_root_id"].to_numpy(dtype=np.int64))
+            parts = cache.parts(table)
+            df = source.fetch_synapses(roots, parts=parts, progress=progress)
+            query = {"pre_ids": "column root ids", "post_ids": "column root ids", "n_cells": len(roots)}
+        else:
+            flt = _filters(table, tables[COLUMN_TABLE]) if table != COLUMN_TABLE else None
+            df = source.fetch_table(table, filter_in=flt, progress=progress)
+            query = {"filter_in": {k: f"{len(v)} values" for k, v in (flt or {}).items()}}
+        cache.write(table, df, source=source.kind, datastack=source.namespace,
+                    query={**source.describe(), **query})
+        if table == SYNAPSE_TABLE:
+            cache.parts(table).clear()
+        tables[table] = cache.read(table, verify=False)
+    return tables
