@@ -45,7 +45,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
     SYNAPSE_TABLE: {
         "id": INT, "pre_pt_root_id": INT, "post_pt_root_id": INT,
-        "size": FLOAT, **_pos("ctr_pt_position"),
+        "size": INT, **_pos("ctr_pt_position"),
     },
 }
 

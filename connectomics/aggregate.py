@@ -1,0 +1,133 @@
+"""Streaming aggregation of a synapse table into neuron-level edges.
+
+Synapses come as an iterable of batches (pandas DataFrames, Arrow tables or record batches with
+``pre_pt_root_id``, ``post_pt_root_id``, ``size``), e.g. the row groups of a Parquet file read
+with only those three columns. Each batch is mapped to node indices with a binary search over the
+sorted root ids (synapses with an endpoint outside the node set are dropped) and reduced at once:
+
+* up to :data:`DENSE_MAX_NODES` nodes, into dense (n*n) count and size accumulators
+  (``np.bincount``), so memory is fixed whatever the number of synapses;
+* above that, per batch into unique pair codes ``pre * n + post`` that are merged as they grow.
+
+The whole table is never held in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .graph import EDGE_COLUMNS
+
+DENSE_MAX_NODES = 4096
+SYNAPSE_COLUMNS = ["pre_pt_root_id", "post_pt_root_id", "size"]
+
+
+def iter_parquet_batches(paths: Iterable[str | Path], batch_rows: int = 4_000_000) -> Iterator[pa.RecordBatch]:
+    """Record batches of the three synapse columns from one or more Parquet files."""
+    for path in paths:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=SYNAPSE_COLUMNS)
+
+
+def _columns(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if isinstance(batch, (pa.RecordBatch, pa.Table)):
+        cols = [batch.column(c).to_numpy() for c in SYNAPSE_COLUMNS]
+    else:
+        cols = [batch[c].to_numpy() for c in SYNAPSE_COLUMNS]
+    return cols[0].astype(np.int64, copy=False), cols[1].astype(np.int64, copy=False), cols[2]
+
+
+class EdgeAccumulator:
+    """Accumulates synapse batches into (pre, post) -> (count, summed size)."""
+
+    def __init__(self, root_ids: np.ndarray) -> None:
+        self.root_ids = np.asarray(root_ids, dtype=np.int64)
+        self.n = len(self.root_ids)
+        self.sorter = np.argsort(self.root_ids, kind="stable")
+        self.sorted_ids = self.root_ids[self.sorter]
+        if len(np.unique(self.sorted_ids)) != self.n:
+            raise ValueError("root ids of the nodes are not unique")
+        self.dense = self.n <= DENSE_MAX_NODES
+        if self.dense:
+            self.count = np.zeros(self.n * self.n, dtype=np.int64)
+            self.size = np.zeros(self.n * self.n, dtype=np.float64)
+        else:
+            self._codes: list[np.ndarray] = []
+            self._counts: list[np.ndarray] = []
+            self._sizes: list[np.ndarray] = []
+            self._pending = 0
+        self.n_synapses_seen = 0
+        self.n_synapses_kept = 0
+
+    def _index(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.searchsorted(self.sorted_ids, ids)
+        pos[pos == self.n] = 0
+        ok = self.sorted_ids[pos] == ids if self.n else np.zeros(len(ids), bool)
+        return self.sorter[pos], ok
+
+    def add(self, batch) -> None:
+        pre_ids, post_ids, size = _columns(batch)
+        self.n_synapses_seen += len(pre_ids)
+        pre, ok_pre = self._index(pre_ids)
+        post, ok_post = self._index(post_ids)
+        ok = ok_pre & ok_post
+        if not ok.all():
+            pre, post, size = pre[ok], post[ok], size[ok]
+        self.n_synapses_kept += len(pre)
+        code = pre * self.n + post
+        size = size.astype(np.float64, copy=False)
+        if self.dense:
+            self.count += np.bincount(code, minlength=self.n * self.n)
+            self.size += np.bincount(code, weights=size, minlength=self.n * self.n)
+            return
+        uniq, inv = np.unique(code, return_inverse=True)
+        self._codes.append(uniq)
+        self._counts.append(np.bincount(inv, minlength=len(uniq)))
+        self._sizes.append(np.bincount(inv, weights=size, minlength=len(uniq)))
+        self._pending += len(uniq)
+        if self._pending > 20_000_000 and len(self._codes) > 1:
+            self._merge()
+
+    def _merge(self) -> None:
+        codes = np.concatenate(self._codes)
+        uniq, inv = np.unique(codes, return_inverse=True)
+        self._counts = [np.bincount(inv, weights=np.concatenate(self._counts), minlength=len(uniq)).astype(np.int64)]
+        self._sizes = [np.bincount(inv, weights=np.concatenate(self._sizes), minlength=len(uniq))]
+        self._codes = [uniq]
+        self._pending = len(uniq)
+
+    def edges(self) -> pd.DataFrame:
+        """Edges (columns of :data:`connectomics.graph.EDGE_COLUMNS`) sorted by (pre, post)."""
+        if self.dense:
+            code = np.flatnonzero(self.count)
+            count, size = self.count[code], self.size[code]
+        elif self._codes:
+            self._merge()
+            code, count, size = self._codes[0], self._counts[0], self._sizes[0]
+        else:
+            code = count = np.zeros(0, np.int64)
+            size = np.zeros(0)
+        pre, post = np.divmod(code, max(self.n, 1))
+        return pd.DataFrame({
+            "pre": pre.astype(np.int64), "post": post.astype(np.int64),
+            "pre_root_id": self.root_ids[pre], "post_root_id": self.root_ids[post],
+            "n_synapses": count.astype(np.int64), "summed_size": size.astype(np.float64),
+        })[list(EDGE_COLUMNS)]
+
+
+def aggregate_synapses(batches: Iterable, root_ids: np.ndarray, progress: bool = False,
+                       total: int | None = None) -> pd.DataFrame:
+    """Neuron-level edges of the synapses in ``batches`` between the cells ``root_ids`` (node order)."""
+    from tqdm.auto import tqdm
+
+    acc = EdgeAccumulator(root_ids)
+    with tqdm(total=total, unit="syn", unit_scale=True, desc="aggregate", disable=not progress) as bar:
+        for b in batches:
+            acc.add(b)
+            bar.update(len(b))
+    return acc.edges()

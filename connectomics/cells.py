@@ -1,0 +1,62 @@
+"""Assemble the column's cell table (graph nodes) from the pulled CAVE tables.
+
+One row per cell of the column reference table (``allen_v1_column_types_slanted_ref``), with its
+coarse type (from that table), m-type (``allen_column_mtypes_v2``, by nucleus id), soma position
+(``nucleus_detection_v0``, else the reference table's point), depth below the pia and layer
+(:mod:`connectomics.layers`), and E/I class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .cell_types import COARSE_TYPES, MTYPES, check_labels, ei_class
+from .graph import NODE_COLUMNS
+from .layers import LayerBounds, depth_um
+from .schema import COLUMN_TABLE, MTYPE_TABLE, NUCLEUS_TABLE, SchemaError, validate
+
+#: m-type of a cell that the m-type table does not cover
+NO_MTYPE = "none"
+
+
+def assemble_cells(tables: dict[str, pd.DataFrame], bounds: LayerBounds | None = None) -> pd.DataFrame:
+    """Graph nodes (columns of :data:`connectomics.graph.NODE_COLUMNS`), sorted by root id.
+
+    Raises :class:`~connectomics.schema.SchemaError` or
+    :class:`~connectomics.cell_types.UnknownCellTypeError` naming the table and row for an empty
+    table, NaN positions, duplicate root ids or an unknown cell type.
+    """
+    bounds = bounds or LayerBounds()
+    column = tables[COLUMN_TABLE]
+    validate(column, COLUMN_TABLE)
+    check_labels(column["cell_type"], COARSE_TYPES, table=COLUMN_TABLE)
+
+    mt = tables.get(MTYPE_TABLE)
+    mtype = pd.Series(NO_MTYPE, index=column.index, dtype=object)
+    if mt is not None and len(mt):
+        check_labels(mt["cell_type"], MTYPES, table=MTYPE_TABLE)
+        mtype = column["target_id"].map(mt.set_index("target_id")["cell_type"]).fillna(NO_MTYPE)
+
+    pos = column[["pt_position_x", "pt_position_y", "pt_position_z"]].to_numpy(dtype=float)
+    nuc = tables.get(NUCLEUS_TABLE)
+    if nuc is not None and len(nuc):
+        nuc_pos = nuc.set_index("id")[["pt_position_x", "pt_position_y", "pt_position_z"]]
+        found = column["target_id"].isin(nuc_pos.index).to_numpy()
+        pos[found] = nuc_pos.loc[column["target_id"][found]].to_numpy(dtype=float)
+    if np.isnan(pos).any():
+        row = int(np.isnan(pos).any(axis=1).nonzero()[0][0])
+        raise SchemaError(f"{COLUMN_TABLE}: NaN soma position at row {row}")
+
+    d = depth_um(pos)
+    nodes = pd.DataFrame({
+        "root_id": column["pt_root_id"].to_numpy(np.int64),
+        "nucleus_id": column["target_id"].to_numpy(np.int64),
+        "cell_type": column["cell_type"].astype(str).to_numpy(),
+        "mtype": mtype.astype(str).to_numpy(),
+        "layer": bounds.assign(d),
+        "ei": column["cell_type"].map(ei_class).to_numpy(),
+        "x_nm": pos[:, 0], "y_nm": pos[:, 1], "z_nm": pos[:, 2],
+        "depth_um": d,
+    })
+    return nodes.sort_values("root_id", kind="stable").reset_index(drop=True)[list(NODE_COLUMNS)]
