@@ -51,7 +51,7 @@ class LayerBounds:
 def _transform():
     import standard_transform
 
-    return standard_transform.minnie_transform_nm()
+    return standard_transform.minnie_transform(resolution="nm")
 
 
 def nm_to_frame_um(xyz_nm: np.ndarray) -> np.ndarray:
