@@ -22,7 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .graph import EDGE_COLUMNS
+import networkx as nx
+
+from .graph import EDGE_COLUMNS, node_populations, population_edge_table, type_graph_from_table
 
 DENSE_MAX_NODES = 4096
 SYNAPSE_COLUMNS = ["pre_pt_root_id", "post_pt_root_id", "size"]
@@ -101,8 +103,8 @@ class EdgeAccumulator:
         self._codes = [uniq]
         self._pending = len(uniq)
 
-    def edges(self) -> pd.DataFrame:
-        """Edges (columns of :data:`connectomics.graph.EDGE_COLUMNS`) sorted by (pre, post)."""
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pre, post, n_synapses, summed_size) of every connected pair, sorted by (pre, post)."""
         if self.dense:
             code = np.flatnonzero(self.count)
             count, size = self.count[code], self.size[code]
@@ -113,6 +115,11 @@ class EdgeAccumulator:
             code = count = np.zeros(0, np.int64)
             size = np.zeros(0)
         pre, post = np.divmod(code, max(self.n, 1))
+        return pre, post, count, size
+
+    def edges(self) -> pd.DataFrame:
+        """Edges (columns of :data:`connectomics.graph.EDGE_COLUMNS`) sorted by (pre, post)."""
+        pre, post, count, size = self.arrays()
         return pd.DataFrame({
             "pre": pre.astype(np.int64), "post": post.astype(np.int64),
             "pre_root_id": self.root_ids[pre], "post_root_id": self.root_ids[post],
@@ -131,3 +138,19 @@ def aggregate_synapses(batches: Iterable, root_ids: np.ndarray, progress: bool =
             acc.add(b)
             bar.update(len(b))
     return acc.edges()
+
+
+def aggregate_type_graph(batches: Iterable, nodes: pd.DataFrame, progress: bool = False,
+                         total: int | None = None) -> nx.DiGraph:
+    """The cell-type/layer graph straight from synapse batches, without a neuron-edge DataFrame."""
+    from tqdm.auto import tqdm
+
+    acc = EdgeAccumulator(nodes["root_id"].to_numpy())
+    with tqdm(total=total, unit="syn", unit_scale=True, desc="aggregate", disable=not progress) as bar:
+        for b in batches:
+            acc.add(b)
+            bar.update(len(b))
+    pre, post, count, size = acc.arrays()
+    pop, names = node_populations(nodes)
+    table = population_edge_table(pop, names, pre, post, count.astype(float), size)
+    return type_graph_from_table(nodes, table)

@@ -41,9 +41,8 @@ def make_source(kind: str = "surrogate", *, path: str | None = None, version: in
     if kind == "cave":
         from .sources.cave import CaveSource
 
-        if token_file and not auth_token:
-            auth_token = Path(token_file).read_text().strip()
-        return CaveSource(datastack=datastack, version=version, auth_token=auth_token)
+        return CaveSource(datastack=datastack, version=version, auth_token=auth_token,
+                          auth_token_file=token_file)
     raise ValueError(f"unknown source {kind!r}: use surrogate, cave or snapshot PATH")
 
 

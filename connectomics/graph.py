@@ -55,36 +55,63 @@ def population_key(cell_type: str, layer: str) -> str:
     return f"{cell_type}|{layer}"
 
 
+def population_edge_table(pop: np.ndarray, names: list[str], pre: np.ndarray, post: np.ndarray,
+                          n_synapses: np.ndarray, summed_size: np.ndarray) -> pd.DataFrame:
+    """Population-to-population sums of neuron-level edges.
+
+    pop (n_nodes,) population code of each node, ``names[code]`` its key; pre, post, n_synapses,
+    summed_size (n_edges,) one entry per connected pair. Returns one row per connected population
+    pair: pre_population, post_population, n_synapses, summed_size, connected_pairs.
+    """
+    k = len(names)
+    code = pop[pre].astype(np.int64) * k + pop[post]
+    n = np.bincount(code, weights=n_synapses, minlength=k * k)
+    size = np.bincount(code, weights=summed_size, minlength=k * k)
+    pairs = np.bincount(code, minlength=k * k)
+    hit = np.flatnonzero(pairs)
+    a, b = np.divmod(hit, k)
+    names_arr = np.asarray(names, dtype=object)
+    return pd.DataFrame({
+        "pre_population": names_arr[a], "post_population": names_arr[b],
+        "n_synapses": n[hit].astype(np.int64), "summed_size": size[hit],
+        "connected_pairs": pairs[hit].astype(np.int64),
+    })
+
+
+def type_graph_from_table(nodes: pd.DataFrame, table: pd.DataFrame) -> nx.DiGraph:
+    """The type graph from node populations and a :func:`population_edge_table`."""
+    g = nx.DiGraph()
+    grouped = nodes.groupby(["cell_type", "layer"], sort=True)
+    for (ct, layer), n in grouped.size().items():
+        g.add_node(population_key(ct, layer), cell_type=ct, layer=layer,
+                   ei=grouped["ei"].first()[(ct, layer)], n_cells=int(n))
+    for row in table.itertuples(index=False):
+        a, b = row.pre_population, row.post_population
+        na, nb = g.nodes[a]["n_cells"], g.nodes[b]["n_cells"]
+        possible = na * nb - (na if a == b else 0)
+        g.add_edge(
+            a, b, n_synapses=int(row.n_synapses), summed_size=float(row.summed_size),
+            connected_pairs=int(row.connected_pairs), possible_pairs=int(possible),
+            connection_probability=float(row.connected_pairs / possible) if possible else 0.0,
+            synapses_per_connection=float(row.n_synapses / row.connected_pairs),
+        )
+    return g
+
+
+def node_populations(nodes: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """(population code per node, population keys) in sorted key order."""
+    keys = (nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str))
+    cat = pd.Categorical(keys, categories=sorted(keys.unique()))
+    return cat.codes.astype(np.int64), list(cat.categories)
+
+
 def type_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> nx.DiGraph:
     """Aggregate a neuron-level graph into the cell-type/layer graph (see module docstring)."""
-    pop = (nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str)).to_numpy()
-    g = nx.DiGraph()
-    counts = nodes.groupby(["cell_type", "layer"], sort=True).size()
-    ei = nodes.groupby(["cell_type", "layer"], sort=True)["ei"].first()
-    for (ct, layer), n in counts.items():
-        g.add_node(population_key(ct, layer), cell_type=ct, layer=layer, ei=ei[(ct, layer)],
-                   n_cells=int(n))
-    if len(edges):
-        e = pd.DataFrame({
-            "pre_population": pop[edges["pre"].to_numpy()],
-            "post_population": pop[edges["post"].to_numpy()],
-            "n_synapses": edges["n_synapses"].to_numpy(),
-            "summed_size": edges["summed_size"].to_numpy(),
-        })
-        agg = e.groupby(["pre_population", "post_population"], sort=True).agg(
-            n_synapses=("n_synapses", "sum"), summed_size=("summed_size", "sum"),
-            connected_pairs=("n_synapses", "size"),
-        )
-        for (a, b), row in agg.iterrows():
-            na, nb = g.nodes[a]["n_cells"], g.nodes[b]["n_cells"]
-            possible = na * nb - (na if a == b else 0)
-            g.add_edge(
-                a, b, n_synapses=int(row.n_synapses), summed_size=float(row.summed_size),
-                connected_pairs=int(row.connected_pairs), possible_pairs=int(possible),
-                connection_probability=float(row.connected_pairs / possible) if possible else 0.0,
-                synapses_per_connection=float(row.n_synapses / row.connected_pairs),
-            )
-    return g
+    pop, names = node_populations(nodes)
+    table = population_edge_table(
+        pop, names, edges["pre"].to_numpy(), edges["post"].to_numpy(),
+        edges["n_synapses"].to_numpy(float), edges["summed_size"].to_numpy(float))
+    return type_graph_from_table(nodes, table)
 
 
 def type_tables(g: nx.DiGraph) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -131,8 +131,8 @@ class SnapshotSource(Source):
             for chunk in self._read_batches(path):
                 df = self._conform(chunk, SYNAPSE_TABLE, path, offset)
                 offset += len(chunk)
-                keep = np.isin(df["pre_pt_root_id"].to_numpy(), roots) & np.isin(
-                    df["post_pt_root_id"].to_numpy(), roots)
+                pre, post = df["pre_pt_root_id"].to_numpy(), df["post_pt_root_id"].to_numpy()
+                keep = np.isin(pre, roots) & np.isin(post, roots) & (pre != post)  # no autapses, as CAVE
                 frames.append(df[keep])
         return pd.concat(frames, ignore_index=True)
 

@@ -1,0 +1,515 @@
+"""CaveSource against caveclient's own ``CAVEclientMock`` and a fake materialization server.
+
+The fake server (``FakeCave``) answers the real caveclient requests, mocked with ``responses``:
+query POSTs with Arrow IPC stream bodies (``Content-Type: data.arrow``, as caveclient's
+``deserialize_query_response`` expects), table-metadata GETs, the server's row cap with its
+``Warning: 201 - "Limited query to N rows`` header, and scripted failures (HTTP errors, timeouts,
+a kill) by query number. No sleeping: the backoff waits are recorded instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import requests
+import responses
+from caveclient.tools.testing import TEST_LOCAL_SERVER, CAVEclientMock
+
+import connectomics.sources.cave as cave
+from connectomics.cache import PartStore, TableCache
+from connectomics.pull import pull_column_tables
+from connectomics.schema import (
+    CELL_TYPE_TABLE, COLUMN_TABLE, COLUMN_TABLES, MTYPE_TABLE, NUCLEUS_TABLE, PROOFREADING_TABLE,
+    SCHEMAS, SYNAPSE_TABLE, validate,
+)
+from connectomics.sources.base import SourceError
+from connectomics.sources.cave import CaveSource
+
+DATASTACK = "test_stack"
+VERSION = 1300
+MOCK_TOKEN = "just_a_test"  # the token CAVEclientMock builds its client with
+MAT = f"{TEST_LOCAL_SERVER}/materialize/api/v3/datastack/{DATASTACK}/version/(?P<version>\\d+)"
+QUERY_URL = re.compile(MAT + r"(/table/(?P<table>[^/]+))?/query")
+META_URL = re.compile(MAT + r"/table/(?P<table>[^/]+)/metadata")
+ROOT0 = 864691135_000_000_000
+
+
+class Killed(BaseException):
+    """Stands for the process being killed mid-pull (not an Exception: nothing may swallow it)."""
+
+
+def arrow_body(df: pd.DataFrame) -> bytes:
+    """``df`` as the Arrow IPC stream the materialization engine sends."""
+    sink = pa.BufferOutputStream()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+# -- a small fake MICrONS ----------------------------------------------------------------------
+def make_world(n_cells: int = 10, n_column: int = 6, n_syn: int = 300, hub: int | None = None,
+               hub_syn: int = 0, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Tables as the server holds them; reference tables already joined to the nucleus table the
+    way the server joins them (clashing columns of the reference side suffixed ``_ref``).
+
+    Cells ``0..n_column-1`` form the column. Synapses join random cells (autapses included); cell
+    ``hub`` (if given) also sends ``hub_syn`` synapses to the other column cells.
+    """
+    rng = np.random.default_rng(seed)
+    nuc_id = np.arange(n_cells, dtype=np.int64) + 7000
+    roots = np.arange(n_cells, dtype=np.int64) + ROOT0
+    pos = rng.uniform(0, 1e6, size=(n_cells, 3))
+    nucleus = pd.DataFrame({
+        "id": nuc_id, "created": "2023-01-01", "valid": True, "volume": rng.uniform(100, 400, n_cells),
+        "pt_supervoxel_id": roots + 11, "pt_root_id": roots,
+        "pt_position_x": pos[:, 0], "pt_position_y": pos[:, 1], "pt_position_z": pos[:, 2],
+        "bb_start_position_x": pos[:, 0] - 5, "bb_start_position_y": pos[:, 1] - 5,
+        "bb_start_position_z": pos[:, 2] - 5,
+    })
+
+    def reference(cells: np.ndarray, system: str, labels: list[str], first_id: int) -> pd.DataFrame:
+        ref = nucleus.iloc[cells].rename(columns={"id": "id_ref", "created": "created_ref",
+                                                  "valid": "valid_ref"})
+        own = pd.DataFrame({
+            "id": np.arange(len(cells), dtype=np.int64) + first_id, "created": "2023-06-01",
+            "valid": True, "target_id": nuc_id[cells], "classification_system": system,
+            "cell_type": [labels[i % len(labels)] for i in range(len(cells))],
+        })
+        return pd.concat([own, ref.reset_index(drop=True)], axis=1)
+
+    all_cells = np.arange(n_cells)
+    column_cells = np.arange(n_column)
+    proof = pd.DataFrame({
+        "id": np.arange(n_cells, dtype=np.int64) + 1, "created": "2023-03-01", "valid": True,
+        "pt_supervoxel_id": roots + 11, "pt_root_id": roots, "valid_id": roots,
+        "status_dendrite": "extended", "status_axon": ["extended" if i % 2 else "clean" for i in all_cells],
+        "pt_position_x": pos[:, 0], "pt_position_y": pos[:, 1], "pt_position_z": pos[:, 2],
+        "strategy_dendrite": "dendrite_extended", "strategy_axon": "axon_partially_extended",
+    })
+    pre = rng.integers(0, n_cells, n_syn)
+    post = rng.integers(0, n_cells, n_syn)
+    if hub is not None:
+        others = np.setdiff1d(column_cells, [hub])
+        pre = np.concatenate([pre, np.full(hub_syn, hub)])
+        post = np.concatenate([post, others[np.arange(hub_syn) % len(others)]])
+    n = len(pre)
+    ctr = rng.uniform(0, 1e6, size=(n, 3))
+    synapses = pd.DataFrame({
+        "id": rng.permutation(n).astype(np.int64) * 3 + 100, "created": "2022-01-01", "valid": True,
+        "size": rng.integers(50, 5000, n).astype(np.int64),
+        "pre_pt_supervoxel_id": roots[pre] + 11, "pre_pt_root_id": roots[pre],
+        "post_pt_supervoxel_id": roots[post] + 11, "post_pt_root_id": roots[post],
+        "ctr_pt_position_x": ctr[:, 0], "ctr_pt_position_y": ctr[:, 1], "ctr_pt_position_z": ctr[:, 2],
+        "pre_pt_position_x": ctr[:, 0] - 10, "pre_pt_position_y": ctr[:, 1], "pre_pt_position_z": ctr[:, 2],
+    })
+    return {
+        NUCLEUS_TABLE: nucleus,
+        COLUMN_TABLE: reference(column_cells, "aibs_coarse_excitatory", ["23P", "4P", "BC"], 1),
+        MTYPE_TABLE: reference(all_cells, "aibs_mtype", ["L2a", "L4b", "PTC"], 100),
+        CELL_TYPE_TABLE: reference(all_cells, "aibs_neuronal_fine_type", ["L2-3 IT", "L4 IT"], 200),
+        PROOFREADING_TABLE: proof,
+        SYNAPSE_TABLE: synapses,
+    }
+
+
+REFERENCE_TABLES = {COLUMN_TABLE, MTYPE_TABLE, CELL_TYPE_TABLE}
+
+
+def expected_synapses(world: dict[str, pd.DataFrame], roots: np.ndarray) -> pd.DataFrame:
+    s = world[SYNAPSE_TABLE]
+    keep = s.pre_pt_root_id.isin(roots) & s.post_pt_root_id.isin(roots) & (s.pre_pt_root_id != s.post_pt_root_id)
+    cols = list(SCHEMAS[SYNAPSE_TABLE])
+    out = s.loc[keep, cols].sort_values("id").reset_index(drop=True)
+    return out.astype(SCHEMAS[SYNAPSE_TABLE])
+
+
+class FakeCave:
+    """A materialization engine over ``world``: filters, row cap, scripted failures.
+
+    ``failures[n]`` (n counts query POSTs from 0) is an exception to raise or a
+    ``(status, headers, body)`` to answer instead of the data.
+    """
+
+    def __init__(self, world: dict[str, pd.DataFrame], cap: int | None = None,
+                 cap_header: bool = True) -> None:
+        self.world = world
+        self.cap = cap
+        self.cap_header = cap_header
+        self.failures: dict[int, object] = {}
+        self.n_queries = 0
+        self.answered: list[dict] = []  # queries answered with data
+        self.timeouts: list[object] = []  # the timeout each query request carried
+
+    def install(self, rsps: responses.RequestsMock) -> "FakeCave":
+        rsps.add_callback(responses.POST, QUERY_URL, callback=self.on_query)
+        rsps.add_callback(responses.GET, META_URL, callback=self.on_metadata)
+        return self
+
+    def on_metadata(self, request) -> tuple[int, dict, str]:
+        table = META_URL.match(request.url).group("table")
+        md = {"table_name": table, "schema_type": "cell_type_reference" if table in REFERENCE_TABLES else "x",
+              "reference_table": NUCLEUS_TABLE if table in REFERENCE_TABLES else None,
+              "voxel_resolution_x": 4.0, "voxel_resolution_y": 4.0, "voxel_resolution_z": 40.0}
+        return 200, {"Content-Type": "application/json"}, json.dumps(md)
+
+    def on_query(self, request) -> tuple[int, dict, bytes]:
+        n = self.n_queries
+        self.n_queries += 1
+        self.timeouts.append(request.req_kwargs.get("timeout"))
+        failure = self.failures.get(n)
+        if isinstance(failure, BaseException):
+            raise failure
+        if failure is not None:
+            return failure
+        m = QUERY_URL.match(request.url)
+        body = json.loads(request.body)
+        table = m.group("table") or body["tables"][0][0]
+        assert int(m.group("version")) == VERSION
+        assert body["desired_resolution"] == [1, 1, 1]
+        assert "split_positions=True" in request.url
+        df = self.world[table]
+        for col, vals in (body.get("filter_in_dict") or {}).get(table, {}).items():
+            df = df[df[col].isin(vals)]
+        for col, val in (body.get("filter_equal_dict") or {}).get(table, {}).items():
+            df = df[df[col] == val]
+        headers = {"Content-Type": "data.arrow", "dataframe_resolution": "1, 1, 1"}
+        if self.cap is not None and len(df) >= self.cap:  # the engine: `if len(df) == limit`
+            df = df.iloc[: self.cap]
+            if self.cap_header:
+                headers["Warning"] = f'201 - "Limited query to {self.cap} rows'
+        self.answered.append({"table": table, "filters": body.get("filter_in_dict"), "rows": len(df)})
+        return 200, headers, arrow_body(df.reset_index(drop=True))
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch) -> list[float]:
+    """Backoff waits, recorded instead of slept."""
+    waits: list[float] = []
+    monkeypatch.setattr(cave, "_sleep", waits.append)
+    return waits
+
+
+@pytest.fixture
+def client():
+    return CAVEclientMock(
+        datastack_name=DATASTACK, materialization=True,
+        available_materialization_versions=[VERSION], set_version=VERSION,
+    )
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def source(client, **kw) -> CaveSource:
+    kw = {"batch_size": 4, "timeout_s": 7.0, "max_retries": 3, "backoff_s": 0.25, **kw}
+    return CaveSource(DATASTACK, VERSION, client=client, **kw)
+
+
+def column_roots(world) -> np.ndarray:
+    return world[COLUMN_TABLE]["pt_root_id"].to_numpy()
+
+
+# -- batching ----------------------------------------------------------------------------------
+def test_synapses_one_query_per_batch_with_timeout(client, rsps):
+    world = make_world(n_cells=23, n_column=23, n_syn=400)
+    fake = FakeCave(world).install(rsps)
+    roots = column_roots(world)[::-1]  # order does not matter
+    got = source(client, batch_size=5).fetch_synapses(roots, progress=False)
+
+    assert fake.n_queries == math.ceil(23 / 5)
+    pres = [q["filters"][SYNAPSE_TABLE]["pre_pt_root_id"] for q in fake.answered]
+    assert sorted(sum(pres, [])) == sorted(roots.tolist())
+    assert all(len(p) <= 5 for p in pres)
+    assert all(sorted(q["filters"][SYNAPSE_TABLE]["post_pt_root_id"]) == sorted(roots.tolist())
+               for q in fake.answered)
+    assert fake.timeouts == [7.0] * fake.n_queries  # every request carries the imposed timeout
+    pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
+    validate(got, SYNAPSE_TABLE)
+
+
+def test_filter_lists_are_batched_and_reference_tables_joined(client, rsps):
+    world = make_world(n_cells=12)
+    fake = FakeCave(world).install(rsps)
+    targets = world[NUCLEUS_TABLE]["id"].tolist()
+    got = source(client, batch_size=5).fetch_table(CELL_TYPE_TABLE, filter_in={"target_id": targets},
+                                                   progress=False)
+    assert fake.n_queries == 3
+    assert all(len(q["filters"][CELL_TYPE_TABLE]["target_id"]) <= 5 for q in fake.answered)
+    assert list(got.columns) == list(SCHEMAS[CELL_TYPE_TABLE])
+    ref = world[CELL_TYPE_TABLE].sort_values("id").reset_index(drop=True)
+    assert got["id"].tolist() == ref["id"].tolist()
+    assert got["pt_root_id"].tolist() == ref["pt_root_id"].tolist()  # from the joined nucleus table
+    np.testing.assert_allclose(got["pt_position_x"], ref["pt_position_x"])
+    validate(got, CELL_TYPE_TABLE)
+
+
+def test_missing_columns_are_filled_as_documented(client, rsps):
+    world = make_world()
+    world[NUCLEUS_TABLE] = world[NUCLEUS_TABLE].drop(columns=["volume"])
+    world[PROOFREADING_TABLE] = world[PROOFREADING_TABLE].drop(
+        columns=["valid_id", "strategy_dendrite", "strategy_axon"])
+    FakeCave(world).install(rsps)
+    src = source(client)
+    nuc = src.fetch_table(NUCLEUS_TABLE, progress=False)
+    assert (nuc["volume"] == 0.0).all()
+    proof = src.fetch_table(PROOFREADING_TABLE, filter_in={"pt_root_id": column_roots(world)},
+                            progress=False)
+    assert proof["valid_id"].tolist() == proof["pt_root_id"].tolist()
+    assert proof["strategy_axon"].isna().all()
+    validate(nuc, NUCLEUS_TABLE)
+    validate(proof, PROOFREADING_TABLE)
+
+
+# -- the server's row cap ----------------------------------------------------------------------
+def test_capped_batch_is_split_until_complete(client, rsps, caplog):
+    world = make_world(n_cells=12, n_column=12, n_syn=200)
+    roots = column_roots(world)
+    fake = FakeCave(world, cap=25).install(rsps)
+    got = source(client, batch_size=6).fetch_synapses(roots, progress=False)
+
+    pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
+    assert fake.n_queries > 2  # the capped batches were split
+    final = [q for q in fake.answered if q["rows"] < 25]
+    assert sum(q["rows"] for q in final) >= len(got)
+    assert not any("Limited query" in r.getMessage() for r in caplog.records)  # handled, not logged
+
+
+def test_single_capped_pre_id_splits_post_ids(client, rsps):
+    world = make_world(n_cells=8, n_column=8, n_syn=20, hub=0, hub_syn=40)
+    roots = column_roots(world)
+    fake = FakeCave(world, cap=12).install(rsps)
+    got = source(client, batch_size=4).fetch_synapses(roots, progress=False)
+
+    pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
+    split_post = [q for q in fake.answered
+                  if q["filters"][SYNAPSE_TABLE]["pre_pt_root_id"] == [int(roots[0])]
+                  and len(q["filters"][SYNAPSE_TABLE]["post_pt_root_id"]) < len(roots)]
+    assert split_post, "the hub's post ids were never split"
+
+
+def test_cap_without_header_detected_by_known_row_limit(client, rsps):
+    world = make_world(n_cells=10, n_column=10, n_syn=150)
+    roots = column_roots(world)
+    FakeCave(world, cap=20, cap_header=False).install(rsps)
+    got = source(client, batch_size=5, row_limit=20).fetch_synapses(roots, progress=False)
+    pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
+
+
+def test_capped_unfiltered_table_is_an_error(client, rsps):
+    FakeCave(make_world(n_cells=10), cap=5).install(rsps)
+    with pytest.raises(SourceError, match="capped the result at 5 rows"):
+        source(client).fetch_table(NUCLEUS_TABLE, progress=False)
+
+
+# -- retries, timeouts -------------------------------------------------------------------------
+@pytest.mark.parametrize("answer, wait", [
+    ((503, {"Content-Type": "application/json"}, json.dumps({"message": "overloaded"})), 0.25),
+    ((502, {}, "bad gateway"), 0.25),
+    ((429, {"Retry-After": "3"}, "slow down"), 3.0),
+])
+def test_transient_error_then_success(client, rsps, sleeps, answer, wait):
+    world = make_world(n_cells=6, n_column=6)
+    roots = column_roots(world)
+    fake = FakeCave(world).install(rsps)
+    fake.failures[0] = answer
+    got = source(client, batch_size=10).fetch_synapses(roots, progress=False)
+    assert fake.n_queries == 2
+    assert sleeps == [wait]
+    pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
+
+
+def test_persistent_5xx_is_a_source_error_after_backoff(client, rsps, sleeps):
+    world = make_world()
+    fake = FakeCave(world).install(rsps)
+    fake.failures = {n: (503, {}, "down") for n in range(10)}
+    with pytest.raises(SourceError, match=r"HTTP 503.*4 attempt"):
+        source(client, max_retries=3, backoff_s=0.25).fetch_synapses(column_roots(world), progress=False)
+    assert fake.n_queries == 4
+    assert sleeps == [0.25, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("exc", [requests.exceptions.ReadTimeout, requests.exceptions.ConnectTimeout])
+def test_timeout_after_retries_is_a_source_error(client, rsps, sleeps, exc):
+    world = make_world()
+    fake = FakeCave(world).install(rsps)
+    fake.failures = {n: exc("timed out") for n in range(10)}
+    with pytest.raises(SourceError, match=r"no answer within 7 s, 3 attempt") as err:
+        source(client, max_retries=2).fetch_table(NUCLEUS_TABLE, progress=False)
+    assert fake.n_queries == 3
+    assert len(sleeps) == 2
+    assert "run the pull again" in str(err.value)
+
+
+def test_timeout_then_success(client, rsps):
+    world = make_world()
+    fake = FakeCave(world).install(rsps)
+    fake.failures[0] = requests.exceptions.ReadTimeout("slow")
+    got = source(client).fetch_table(NUCLEUS_TABLE, progress=False)
+    assert len(got) == len(world[NUCLEUS_TABLE])
+
+
+def test_client_construction_requests_get_a_timeout(rsps):
+    rsps.add(responses.GET, "https://example.org/x", json={})
+    with cave._default_timeout(3.5):
+        requests.get("https://example.org/x")
+        requests.get("https://example.org/x", timeout=1)
+    requests.get("https://example.org/x")
+    assert [c.request.req_kwargs["timeout"] for c in rsps.calls] == [3.5, 1, None]
+
+
+# -- tokens ------------------------------------------------------------------------------------
+def test_missing_token_says_how_to_set_one_up(rsps, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no caveclient secret file
+    monkeypatch.delenv(cave.TOKEN_ENV, raising=False)
+    src = CaveSource("minnie65_public", 1300)
+    with pytest.raises(SourceError) as err:
+        src.fetch_table(NUCLEUS_TABLE, progress=False)
+    msg = str(err.value)
+    for hint in ("no CAVE auth token", "caveclient setup-token", "save_token", cave.TOKEN_ENV, "--token-file"):
+        assert hint in msg
+    assert len(rsps.calls) == 0  # failed before any request
+
+
+def test_unreadable_token_file_is_a_source_error(tmp_path):
+    src = CaveSource(auth_token_file=tmp_path / "nope.txt")
+    with pytest.raises(SourceError, match="cannot read the CAVE token file"):
+        src.fetch_synapses(np.array([1, 2]), progress=False)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_token_is_a_clear_error_without_the_token(client, rsps, status):
+    world = make_world()
+    fake = FakeCave(world).install(rsps)
+    fake.failures = {n: (status, {"Content-Type": "text/plain"}, f"bad token {MOCK_TOKEN}") for n in range(5)}
+    with pytest.raises(SourceError, match=f"rejected the auth token \\(HTTP {status}\\)") as err:
+        source(client).fetch_synapses(column_roots(world), progress=False)
+    assert fake.n_queries == 1  # not retried
+    assert "caveclient setup-token" in str(err.value)
+    assert MOCK_TOKEN not in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_redirect_to_login_page_is_a_token_error(client, rsps):
+    login = "https://global.example.org/sticky_auth/login"
+    rsps.add(responses.GET, login, body="<html>log in</html>", content_type="text/html")
+    world = make_world()
+    fake = FakeCave(world).install(rsps)
+    fake.failures[0] = (302, {"Location": login}, "")
+    with pytest.raises(SourceError, match="login page") as err:
+        source(client).fetch_table(NUCLEUS_TABLE, progress=False)
+    assert "caveclient setup-token" in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["argument", "json file", "text file", "env"])
+def test_token_lookup(client, rsps, monkeypatch, tmp_path, how):
+    token = "feedfacefeedfacefeedfacefeedface"
+    built: list[dict] = []
+
+    def fake_caveclient(datastack_name, **kw):
+        built.append({"datastack_name": datastack_name, **kw})
+        return client
+
+    monkeypatch.setattr("caveclient.CAVEclient", fake_caveclient)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(cave.TOKEN_ENV, raising=False)
+    kw: dict = {}
+    if how == "argument":
+        kw["auth_token"] = token
+    elif how == "json file":
+        (tmp_path / "secret.json").write_text(json.dumps({"token": token}))
+        kw["auth_token_file"] = tmp_path / "secret.json"
+    elif how == "text file":
+        (tmp_path / "token.txt").write_text(token + "\n")
+        kw["auth_token_file"] = tmp_path / "token.txt"
+    else:
+        monkeypatch.setenv(cave.TOKEN_ENV, token)
+    world = make_world()
+    FakeCave(world).install(rsps)
+    got = CaveSource(DATASTACK, VERSION, **kw).fetch_table(NUCLEUS_TABLE, progress=False)
+    assert len(got) == len(world[NUCLEUS_TABLE])
+    assert built == [{"datastack_name": DATASTACK, "server_address": None, "auth_token": token,
+                      "version": VERSION}]
+
+
+def test_token_is_not_in_describe_or_repr():
+    secret = "0123456789abcdef0123456789abcdef"
+    src = CaveSource(auth_token=secret, server_address="https://global.example.org")
+    assert secret not in repr(src)
+    assert secret not in json.dumps(src.describe())
+    assert src.describe() == {"source": "cave", "datastack": "minnie65_public", "version": 1300,
+                              "server_address": "https://global.example.org"}
+
+
+# -- resuming ----------------------------------------------------------------------------------
+def test_killed_pull_resumes_to_the_uninterrupted_result(client, rsps, tmp_path):
+    world = make_world(n_cells=14, n_column=14, n_syn=400, seed=3)
+    roots = column_roots(world)
+    FakeCave(world).install(rsps)
+    uninterrupted = source(client, batch_size=3).fetch_synapses(roots, progress=False)
+    rsps.reset()
+
+    parts = PartStore(tmp_path / "synapses.parts")
+    fake = FakeCave(world).install(rsps)
+    fake.failures[2] = Killed()  # the third of five batches
+    with pytest.raises(Killed):
+        source(client, batch_size=3).fetch_synapses(roots, parts=parts, progress=False)
+    assert len(parts.keys()) == 2
+    rsps.reset()
+
+    fake = FakeCave(world).install(rsps)
+    resumed = source(client, batch_size=3).fetch_synapses(roots, parts=parts, progress=False)
+    assert fake.n_queries == 3  # only the batches not yet done
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
+    keys = parts.keys()
+    assert len(keys) == 5 and keys == sorted(keys) and [k[-5:] for k in keys] == [f"{i:05d}" for i in range(5)]
+
+
+def test_parts_of_a_different_pull_are_not_mixed_in(client, rsps, tmp_path):
+    world = make_world(n_cells=10, n_column=10, n_syn=200)
+    roots = column_roots(world)
+    parts = PartStore(tmp_path / "parts")
+    FakeCave(world).install(rsps)
+    source(client, batch_size=3).fetch_synapses(roots[:7], parts=parts, progress=False)
+    got = source(client, batch_size=3).fetch_synapses(roots, parts=parts, progress=False)
+    pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
+
+
+# -- end to end --------------------------------------------------------------------------------
+def test_pull_column_tables_end_to_end_then_from_cache(client, rsps, tmp_path):
+    world = make_world(n_cells=10, n_column=6, n_syn=300)
+    fake = FakeCave(world).install(rsps)
+    cache = TableCache(tmp_path, DATASTACK, VERSION)
+    src = source(client, batch_size=4)
+    tables = pull_column_tables(src, cache, progress=False)
+
+    assert set(tables) == set(COLUMN_TABLES)
+    roots = column_roots(world)
+    assert sorted(tables[COLUMN_TABLE]["pt_root_id"]) == sorted(roots)
+    assert len(tables[MTYPE_TABLE]) == len(tables[CELL_TYPE_TABLE]) == len(tables[NUCLEUS_TABLE]) == 6
+    assert sorted(tables[PROOFREADING_TABLE]["pt_root_id"]) == sorted(roots)
+    pd.testing.assert_frame_equal(tables[SYNAPSE_TABLE], expected_synapses(world, roots))
+    # the column table whole, four filtered tables and the synapses, 4 values/ids per query
+    assert fake.n_queries == 1 + 4 * math.ceil(6 / 4) + math.ceil(6 / 4)
+    manifest = cache.manifest()
+    assert manifest[SYNAPSE_TABLE]["source"] == "cave" and manifest[SYNAPSE_TABLE]["version"] == VERSION
+    for path in Path(tmp_path).rglob("*"):  # the token is nowhere in the cache
+        if path.is_file():
+            assert MOCK_TOKEN.encode() not in path.read_bytes(), path
+
+    n_before = len(rsps.calls)
+    again = pull_column_tables(source(client), cache, progress=False)
+    assert len(rsps.calls) == n_before  # second call: no HTTP request at all
+    for table in COLUMN_TABLES:
+        pd.testing.assert_frame_equal(again[table], tables[table])
