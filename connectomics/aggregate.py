@@ -2,14 +2,17 @@
 
 Synapses come as an iterable of batches (pandas DataFrames, Arrow tables or record batches with
 ``pre_pt_root_id``, ``post_pt_root_id``, ``size``), e.g. the row groups of a Parquet file read
-with only those three columns. Each batch is mapped to node indices with a binary search over the
-sorted root ids (synapses with an endpoint outside the node set are dropped) and reduced at once:
+with only those three columns. Each batch is mapped to node indices with a hash lookup of the root ids
+(``pandas.Index.get_indexer``; synapses with an endpoint outside the node set are dropped) and
+reduced at once. Neuron-level edges (:class:`EdgeAccumulator`):
 
 * up to :data:`DENSE_MAX_NODES` nodes, into dense (n*n) count and size accumulators
   (``np.bincount``), so memory is fixed whatever the number of synapses;
 * above that, per batch into unique pair codes ``pre * n + post`` that are merged as they grow.
 
-The whole table is never held in memory.
+The type graph alone (:class:`TypeAccumulator`) needs only a boolean "connected" flag per cell
+pair (n*n bytes, up to :data:`FLAG_MAX_NODES` nodes) and per population pair a synapse count and
+size sum, which stay in cache. The whole table is never held in memory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import networkx as nx
 from .graph import EDGE_COLUMNS, node_populations, population_edge_table, type_graph_from_table
 
 DENSE_MAX_NODES = 4096
+FLAG_MAX_NODES = 16384
 SYNAPSE_COLUMNS = ["pre_pt_root_id", "post_pt_root_id", "size"]
 
 
@@ -50,9 +54,8 @@ class EdgeAccumulator:
     def __init__(self, root_ids: np.ndarray) -> None:
         self.root_ids = np.asarray(root_ids, dtype=np.int64)
         self.n = len(self.root_ids)
-        self.sorter = np.argsort(self.root_ids, kind="stable")
-        self.sorted_ids = self.root_ids[self.sorter]
-        if len(np.unique(self.sorted_ids)) != self.n:
+        self.index = pd.Index(self.root_ids)
+        if not self.index.is_unique:
             raise ValueError("root ids of the nodes are not unique")
         self.dense = self.n <= DENSE_MAX_NODES
         if self.dense:
@@ -66,23 +69,21 @@ class EdgeAccumulator:
         self.n_synapses_seen = 0
         self.n_synapses_kept = 0
 
-    def _index(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = np.searchsorted(self.sorted_ids, ids)
-        pos[pos == self.n] = 0
-        ok = self.sorted_ids[pos] == ids if self.n else np.zeros(len(ids), bool)
-        return self.sorter[pos], ok
-
-    def add(self, batch) -> None:
+    def map_batch(self, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pre, post, size) node indices and sizes of the batch's synapses inside the node set."""
         pre_ids, post_ids, size = _columns(batch)
         self.n_synapses_seen += len(pre_ids)
-        pre, ok_pre = self._index(pre_ids)
-        post, ok_post = self._index(post_ids)
-        ok = ok_pre & ok_post
+        pre = self.index.get_indexer(pre_ids)
+        post = self.index.get_indexer(post_ids)
+        ok = (pre >= 0) & (post >= 0)
         if not ok.all():
             pre, post, size = pre[ok], post[ok], size[ok]
         self.n_synapses_kept += len(pre)
+        return pre.astype(np.int64, copy=False), post.astype(np.int64, copy=False), size.astype(np.float64, copy=False)
+
+    def add(self, batch) -> None:
+        pre, post, size = self.map_batch(batch)
         code = pre * self.n + post
-        size = size.astype(np.float64, copy=False)
         if self.dense:
             self.count += np.bincount(code, minlength=self.n * self.n)
             self.size += np.bincount(code, weights=size, minlength=self.n * self.n)
@@ -140,17 +141,57 @@ def aggregate_synapses(batches: Iterable, root_ids: np.ndarray, progress: bool =
     return acc.edges()
 
 
+class TypeAccumulator:
+    """Accumulates synapse batches straight into population-pair totals (see module docstring)."""
+
+    def __init__(self, nodes: pd.DataFrame) -> None:
+        self.nodes = nodes
+        self.edges = EdgeAccumulator(nodes["root_id"].to_numpy())
+        self.pop, self.names = node_populations(nodes)
+        n, k = len(nodes), len(self.names)
+        self.flagged = n <= FLAG_MAX_NODES
+        if self.flagged:
+            self.edges.dense = False  # only its id mapping is used
+            self.connected = np.zeros(n * n, dtype=bool)
+            self.n_syn = np.zeros(k * k, dtype=np.int64)
+            self.size = np.zeros(k * k, dtype=np.float64)
+
+    def add(self, batch) -> None:
+        if not self.flagged:
+            self.edges.add(batch)
+            return
+        pre, post, size = self.edges.map_batch(batch)
+        self.connected[pre * len(self.pop) + post] = True
+        k = len(self.names)
+        tc = self.pop[pre] * k + self.pop[post]
+        self.n_syn += np.bincount(tc, minlength=k * k)
+        self.size += np.bincount(tc, weights=size, minlength=k * k)
+
+    def table(self) -> pd.DataFrame:
+        """One row per connected population pair (see :func:`population_edge_table`)."""
+        if not self.flagged:
+            pre, post, count, size = self.edges.arrays()
+            return population_edge_table(self.pop, self.names, pre, post, count.astype(float), size)
+        k = len(self.names)
+        pre, post = np.divmod(np.flatnonzero(self.connected), len(self.pop))
+        pairs = np.bincount(self.pop[pre] * k + self.pop[post], minlength=k * k)
+        hit = np.flatnonzero(pairs)
+        a, b = np.divmod(hit, k)
+        names = np.asarray(self.names, dtype=object)
+        return pd.DataFrame({
+            "pre_population": names[a], "post_population": names[b], "n_synapses": self.n_syn[hit],
+            "summed_size": self.size[hit], "connected_pairs": pairs[hit].astype(np.int64),
+        })
+
+
 def aggregate_type_graph(batches: Iterable, nodes: pd.DataFrame, progress: bool = False,
                          total: int | None = None) -> nx.DiGraph:
-    """The cell-type/layer graph straight from synapse batches, without a neuron-edge DataFrame."""
+    """The cell-type/layer graph straight from synapse batches, without a neuron-edge table."""
     from tqdm.auto import tqdm
 
-    acc = EdgeAccumulator(nodes["root_id"].to_numpy())
+    acc = TypeAccumulator(nodes)
     with tqdm(total=total, unit="syn", unit_scale=True, desc="aggregate", disable=not progress) as bar:
         for b in batches:
             acc.add(b)
             bar.update(len(b))
-    pre, post, count, size = acc.arrays()
-    pop, names = node_populations(nodes)
-    table = population_edge_table(pop, names, pre, post, count.astype(float), size)
-    return type_graph_from_table(nodes, table)
+    return type_graph_from_table(nodes, acc.table())

@@ -70,3 +70,21 @@ def _reference_rows(roots, syn):
 def test_duplicate_root_ids_refused():
     with pytest.raises(ValueError, match="not unique"):
         aggregate_synapses([], np.array([1, 2, 2]))
+
+
+@pytest.mark.parametrize("flagged", [True, False])
+def test_type_graph_streamed_equals_neuron_level_route(flagged, monkeypatch):
+    from connectomics.aggregate import aggregate_type_graph
+    from connectomics.graph import ConnectomeGraph
+
+    rng = np.random.default_rng(1)
+    roots, syn = _random_table(rng, 300, 20_000)
+    types = rng.choice(["23P", "4P", "BC", "MC"], size=len(roots))
+    nodes = pd.DataFrame({"root_id": roots, "nucleus_id": np.arange(300), "cell_type": types, "mtype": "none",
+                          "layer": rng.choice(["L2/3", "L4"], size=300), "ei": np.where(np.isin(types, ["BC", "MC"]), "I", "E"),
+                          "x_nm": 0.0, "y_nm": 0.0, "z_nm": 0.0, "depth_um": 0.0})
+    monkeypatch.setattr(aggregate, "FLAG_MAX_NODES", 10**6 if flagged else 0)
+    streamed = aggregate_type_graph([syn.iloc[:7000], syn.iloc[7000:]], nodes)
+    reference = ConnectomeGraph(nodes, aggregate_synapses([syn], roots)).type_graph
+    assert sorted(streamed.edges(data=True)) == sorted(reference.edges(data=True))
+    assert dict(streamed.nodes(data=True)) == dict(reference.nodes(data=True))
