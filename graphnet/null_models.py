@@ -1,0 +1,132 @@
+"""Null models: graph transforms ``(ConnectomeGraph, seed) -> ConnectomeGraph``.
+
+Each keeps the node table's rows (cells, positions, root ids) and says what it preserves:
+
+=====================  ==========================================================================
+:func:`random_graph`   node table, edge count (density), the multiset of edge attributes
+                       (``n_synapses``, ``summed_size``); edges uniform over ordered pairs i != j
+:func:`degree_shuffle` node table, every cell's in- and out-degree, edge count of every
+                       pre-population x post-population block (so the type graph's
+                       ``connected_pairs``), edge attributes (each travels with its edge's pre cell)
+:func:`label_shuffle`  edges, positions and layers; the type labels (``cell_type``, ``mtype``,
+                       ``ei``) are permuted among cells of the same layer, so type counts (per
+                       layer and overall) are kept and types lose their wiring
+=====================  ==========================================================================
+
+Everything is drawn from ``numpy.random.default_rng(seed)``. The result's ``meta`` records
+``null_model`` and ``seed``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from connectomics.graph import ConnectomeGraph
+
+
+def _with_edges(graph: ConnectomeGraph, pre: np.ndarray, post: np.ndarray,
+                attrs: pd.DataFrame, meta: dict) -> ConnectomeGraph:
+    root = graph.nodes["root_id"].to_numpy()
+    order = np.lexsort((post, pre))
+    pre, post = pre[order], post[order]
+    attrs = attrs.iloc[order].reset_index(drop=True)
+    edges = pd.DataFrame({
+        "pre": pre.astype(np.int64), "post": post.astype(np.int64),
+        "pre_root_id": root[pre].astype(np.int64), "post_root_id": root[post].astype(np.int64),
+        "n_synapses": attrs["n_synapses"].to_numpy().astype(np.int64),
+        "summed_size": attrs["summed_size"].to_numpy().astype(np.float64),
+    })
+    return ConnectomeGraph(nodes=graph.nodes.copy(), edges=edges, meta={**graph.meta, **meta})
+
+
+def random_graph(graph: ConnectomeGraph, seed: int = 0) -> ConnectomeGraph:
+    """Density-matched random graph: as many edges as ``graph``, placed uniformly at random over
+    the ordered pairs ``i != j`` (no duplicates), with the original edges' attributes in random
+    order."""
+    rng = np.random.default_rng(seed)
+    n, m = graph.n_nodes, len(graph.edges)
+    possible = n * (n - 1)
+    if m > possible:
+        raise ValueError(f"{m} edges do not fit {n} nodes without autapses")
+    k = rng.choice(possible, size=m, replace=False) if m else np.zeros(0, dtype=np.int64)
+    pre = k // max(n - 1, 1)
+    r = k % max(n - 1, 1)
+    post = r + (r >= pre)
+    attrs = graph.edges[["n_synapses", "summed_size"]].iloc[rng.permutation(m)]
+    return _with_edges(graph, pre, post, attrs, {"null_model": "random", "seed": int(seed)})
+
+
+def _populations(graph: ConnectomeGraph) -> np.ndarray:
+    pop = graph.nodes["cell_type"].astype(str) + "|" + graph.nodes["layer"].astype(str)
+    return pd.factorize(pop)[0]
+
+
+def degree_shuffle(graph: ConnectomeGraph, seed: int = 0, swaps_per_edge: float = 10.0) -> ConnectomeGraph:
+    """Degree-preserving shuffle: double-edge swaps ``(a->b, c->d) -> (a->d, c->b)`` between
+    edges of the same pre-population x post-population block (population = cell type | layer),
+    rejecting swaps that would create an autapse or a duplicate edge.
+
+    Runs ``2 * swaps_per_edge`` rounds; each round pairs the edges of every block at random and
+    applies all non-conflicting swaps at once, so about ``swaps_per_edge`` swaps per edge are
+    proposed. The meta records the accepted count.
+    """
+    rng = np.random.default_rng(seed)
+    e = graph.edges
+    pre = e["pre"].to_numpy().astype(np.int64).copy()
+    post = e["post"].to_numpy().astype(np.int64).copy()
+    m, n = len(pre), graph.n_nodes
+    pop = _populations(graph)
+    n_pop = int(pop.max()) + 1 if n else 1
+    block = pop[pre] * n_pop + pop[post]
+    accepted = 0
+    for _ in range(int(round(2 * swaps_per_edge))):
+        if m < 2:
+            break
+        order = np.lexsort((rng.random(m), block))
+        b_sorted = block[order]
+        start = np.r_[0, np.flatnonzero(np.diff(b_sorted)) + 1]
+        size = np.diff(np.r_[start, m])
+        pos = np.arange(m) - np.repeat(start, size)
+        size_of = np.repeat(size, size)
+        first = (pos % 2 == 0) & (pos + 1 < size_of)
+        ia = order[np.flatnonzero(first)]
+        ib = order[np.flatnonzero(first) + 1]
+        a_pre, a_post, b_pre, b_post = pre[ia], post[ia], pre[ib], post[ib]
+        ok = (a_pre != b_pre) & (a_post != b_post) & (a_pre != b_post) & (b_pre != a_post)
+        key_a, key_b = a_pre * n + b_post, b_pre * n + a_post
+        current = pre * n + post
+        ok &= ~np.isin(key_a, current) & ~np.isin(key_b, current)
+        new_keys = np.concatenate([key_a[ok], key_b[ok]])
+        uniq, counts = np.unique(new_keys, return_counts=True)
+        dup = uniq[counts > 1]
+        if len(dup):
+            ok_idx = np.flatnonzero(ok)
+            clash = np.isin(key_a[ok_idx], dup) | np.isin(key_b[ok_idx], dup)
+            ok[ok_idx[clash]] = False
+        post[ia[ok]], post[ib[ok]] = b_post[ok], a_post[ok]
+        accepted += int(ok.sum())
+    return _with_edges(graph, pre, post, e[["n_synapses", "summed_size"]],
+                       {"null_model": "degree_shuffle", "seed": int(seed),
+                        "swaps_accepted": accepted})
+
+
+def label_shuffle(graph: ConnectomeGraph, seed: int = 0, within_layer: bool = True) -> ConnectomeGraph:
+    """Type-label shuffle: permute ``(cell_type, mtype, ei)`` among the cells of each layer
+    (``within_layer=False``: among all cells). Edges, positions and layers stay."""
+    rng = np.random.default_rng(seed)
+    nodes = graph.nodes.copy()
+    cols = ["cell_type", "mtype", "ei"]
+    groups = nodes.groupby("layer", sort=True).indices.values() if within_layer \
+        else [np.arange(len(nodes))]
+    for idx in groups:
+        idx = np.asarray(idx)
+        perm = idx[rng.permutation(len(idx))]
+        nodes.loc[idx, cols] = nodes.loc[perm, cols].to_numpy()
+    return ConnectomeGraph(nodes=nodes, edges=graph.edges.copy(),
+                           meta={**graph.meta, "null_model": "label_shuffle", "seed": int(seed),
+                                 "within_layer": bool(within_layer)})
+
+
+NULL_MODELS = {"random": random_graph, "degree_shuffle": degree_shuffle,
+               "label_shuffle": label_shuffle}

@@ -1,0 +1,86 @@
+"""Null models keep what they claim to keep, and change the rest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from graphnet import degree_shuffle, label_shuffle, random_graph
+from graphnet.testing import synthetic_graph, torch_threads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return synthetic_graph(p=0.2, seed=11)
+
+
+def _pairs(g):
+    return set(zip(g.edges["pre"].tolist(), g.edges["post"].tolist()))
+
+
+def _well_formed(g):
+    pre, post = g.edges["pre"].to_numpy(), g.edges["post"].to_numpy()
+    assert not np.any(pre == post)
+    assert len(_pairs(g)) == len(g.edges)
+    root = g.nodes["root_id"].to_numpy()
+    assert np.array_equal(g.edges["pre_root_id"].to_numpy(), root[pre])
+    assert np.array_equal(g.edges["post_root_id"].to_numpy(), root[post])
+
+
+def _blocks(g):
+    pop = (g.nodes["cell_type"] + "|" + g.nodes["layer"]).to_numpy()
+    return pd.Series(list(zip(pop[g.edges["pre"]], pop[g.edges["post"]]))).value_counts().sort_index()
+
+
+def test_random_graph_keeps_edge_count_and_attributes(graph):
+    r = random_graph(graph, seed=0)
+    _well_formed(r)
+    assert len(r.edges) == len(graph.edges)
+    pd.testing.assert_frame_equal(r.nodes, graph.nodes)
+    assert sorted(r.edges["n_synapses"]) == sorted(graph.edges["n_synapses"])
+    assert len(_pairs(r) & _pairs(graph)) < 0.4 * len(graph.edges)  # ~ density (0.2) overlap
+    assert r.meta["null_model"] == "random"
+    assert _pairs(random_graph(graph, seed=0)) == _pairs(r)
+    assert _pairs(random_graph(graph, seed=1)) != _pairs(r)
+
+
+def test_degree_shuffle_keeps_degrees_and_blocks(graph):
+    d = degree_shuffle(graph, seed=0)
+    _well_formed(d)
+    assert len(d.edges) == len(graph.edges)
+    n = graph.n_nodes
+    for col in ("pre", "post"):
+        assert np.array_equal(np.bincount(d.edges[col], minlength=n),
+                              np.bincount(graph.edges[col], minlength=n)), col
+    pd.testing.assert_series_equal(_blocks(d), _blocks(graph))
+    # the type graph's connected pairs are therefore unchanged
+    for a, b, e in graph.type_graph.edges(data=True):
+        assert d.type_graph.edges[a, b]["connected_pairs"] == e["connected_pairs"]
+    # each cell keeps its out-synapse multiset (attributes travel with the pre cell)
+    key = lambda g: sorted(zip(g.edges["pre"], g.edges["n_synapses"]))  # noqa: E731
+    assert key(d) == key(graph)
+    changed = 1 - len(_pairs(d) & _pairs(graph)) / len(graph.edges)
+    assert changed > 0.5, f"only {changed:.0%} of edges moved"
+    assert d.meta["swaps_accepted"] > len(graph.edges)
+    assert _pairs(degree_shuffle(graph, seed=0)) == _pairs(d)
+
+
+def test_label_shuffle_keeps_type_counts_and_edges(graph):
+    s = label_shuffle(graph, seed=0)
+    pd.testing.assert_frame_equal(s.edges, graph.edges)
+    count = lambda g: g.nodes.groupby(["layer", "cell_type"]).size()  # noqa: E731
+    pd.testing.assert_series_equal(count(s), count(graph))
+    assert (s.nodes["cell_type"] != graph.nodes["cell_type"]).sum() > 10
+    # labels move together: every cell's ei matches its (new) type
+    assert set(zip(s.nodes["cell_type"], s.nodes["ei"])) == set(zip(graph.nodes["cell_type"], graph.nodes["ei"]))
+    assert (s.nodes["layer"] == graph.nodes["layer"]).all()
+    a = label_shuffle(graph, seed=0, within_layer=False)
+    assert a.nodes["cell_type"].value_counts().sort_index().equals(
+        graph.nodes["cell_type"].value_counts().sort_index())
