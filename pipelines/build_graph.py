@@ -3,10 +3,14 @@
     python -m pipelines.build_graph                                  # embedded default (surrogate, seed 0)
     python -m pipelines.build_graph --source cave --version 1300     # real MICrONS pull (CAVE token)
     python -m pipelines.build_graph --source snapshot DIR            # static table dumps
+    python -m pipelines.build_graph --source volume --cells CELLS.csv [--fraction 0.1]   # whole-volume surrogate
+    python -m pipelines.build_graph --source volume --cells CELLS.csv --engine dask [--scheduler ADDRESS]
 
 Writes the Parquet cache (``--cache``, default ``data_cache``) with its manifest, the graph files
 (``<cache>/<namespace>/v<version>/graph/`` or ``--out``) and prints a summary. Any error exits
-non-zero with one line on stderr.
+non-zero with one line on stderr. ``--engine dask`` aggregates (and, for ``volume``, generates) the
+synapses on a Dask cluster: a 2-worker ``LocalCluster`` here, or the one at ``--scheduler ADDRESS``
+(see :mod:`connectomics.dask_engine`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ import time
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipelines.build_graph", description=__doc__.split("\n")[0])
     p.add_argument("--source", nargs="+", default=["surrogate"], metavar="KIND [PATH]",
-                   help="surrogate (default) | cave | snapshot PATH")
+                   help="surrogate (default) | cave | snapshot PATH | volume (with --cells)")
+    p.add_argument("--cells", default=None, metavar="TABLE",
+                   help="volume: typed soma table (CSV/Parquet: cell_type, pt_root_id, pt_x/y/z voxels)")
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="volume: keep this seeded fraction of the table's cells (default 1)")
+    p.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="aggregation engine (default local)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask: scheduler address (default: start a LocalCluster)")
+    p.add_argument("--workers", type=int, default=2, help="dask: LocalCluster workers (default 2)")
     p.add_argument("--version", type=int, default=1300, help="CAVE materialization version (default 1300)")
     p.add_argument("--datastack", default="minnie65_public")
     p.add_argument("--seed", type=int, default=0, help="surrogate seed (default 0)")
@@ -31,13 +44,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     kind = args.source[0]
-    if kind not in ("surrogate", "cave", "snapshot"):
-        p.error(f"--source: unknown kind {kind!r} (surrogate, cave, snapshot PATH)")
+    if kind not in ("surrogate", "cave", "snapshot", "volume"):
+        p.error(f"--source: unknown kind {kind!r} (surrogate, cave, snapshot PATH, volume)")
+    if kind == "volume" and not args.cells:
+        p.error("--source volume needs --cells TABLE")
+    if args.cells and kind != "volume":
+        p.error("--cells is for --source volume")
+    if args.scheduler and args.engine != "dask":
+        p.error("--scheduler needs --engine dask")
     if kind == "snapshot" and len(args.source) != 2:
         p.error("--source snapshot needs a PATH")
     if kind != "snapshot" and len(args.source) != 1:
         p.error(f"--source {kind} takes no PATH")
-    args.kind, args.path = kind, (args.source[1] if len(args.source) > 1 else None)
+    args.kind, args.path = kind, (args.source[1] if len(args.source) > 1 else args.cells)
     return args
 
 
@@ -48,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         source = make_source(args.kind, path=args.path, version=args.version, seed=args.seed,
-                             datastack=args.datastack, token_file=args.token_file)
-        res = build_graph(source, args.cache, out=args.out, refresh=args.refresh, progress=not args.quiet)
+                             datastack=args.datastack, token_file=args.token_file, fraction=args.fraction)
+        if args.kind == "volume" or args.engine == "dask":
+            from connectomics.dask_engine import build_with_engine
+
+            res = build_with_engine(source, args.cache, engine=args.engine, scheduler=args.scheduler,
+                                    n_workers=args.workers, out=args.out, refresh=args.refresh,
+                                    progress=not args.quiet)
+        else:
+            res = build_graph(source, args.cache, out=args.out, refresh=args.refresh, progress=not args.quiet)
         print(summary(res.graph))
         if args.plots:
             from connectomics.plot import save_graph_plots

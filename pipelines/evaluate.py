@@ -1,0 +1,170 @@
+"""Evaluate a trained run on any Usage of any FER-2013 source (CSV or image folder).
+
+    python -m pipelines.evaluate --run runs/paper-s1 --data PATH --usage PrivateTest
+        [--checkpoint best|final|last|FILE] [--out DIR] [--device auto|cpu|cuda]
+
+Writes ``eval_<usage>.json`` (accuracy, macro F1, per-class precision/recall/F1/support,
+confusion matrix; rows = true class) and ``confusion_<usage>.png`` into the run directory
+(or ``--out``) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .augment import normalize, to_float
+from .fer2013 import CLASSES, USAGES, _atomic_write, load_fer2013
+
+NUM_CLASSES = len(CLASSES)
+
+
+def confusion_matrix(y_true: Tensor | np.ndarray, y_pred: Tensor | np.ndarray,
+                     n: int = NUM_CLASSES) -> np.ndarray:
+    """(n, n) int64 counts, rows = true class, columns = predicted class."""
+    t = torch.as_tensor(y_true).long().flatten()
+    p = torch.as_tensor(y_pred).long().flatten()
+    return torch.bincount(t * n + p, minlength=n * n).reshape(n, n).cpu().numpy()
+
+
+def report(cm: np.ndarray, classes: Sequence[str] = CLASSES) -> dict:
+    """Accuracy, macro F1 and per-class precision/recall/F1/support from a confusion matrix
+    (a class never predicted has precision 0; one absent from the data has recall 0; the macro
+    F1 averages the classes that occur in the labels or the predictions, like scikit-learn)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1).astype(float)
+    predicted = cm.sum(axis=0).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    total = cm.sum()
+    present = (support > 0) | (predicted > 0)   # as sklearn's macro average over seen labels
+    return {
+        "n": int(total),
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
+                          "f1": float(f1[i]), "support": int(support[i])}
+                      for i, c in enumerate(classes)},
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+
+
+@torch.no_grad()
+def evaluate_arrays(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1024,
+                    amp_dtype: torch.dtype | None = None, channels_last: bool = False
+                    ) -> tuple[np.ndarray, float]:
+    """Confusion matrix and summed cross-entropy of ``model`` on uint8 ``images`` (N, 48, 48)
+    already on the model's device. Switches the model to eval mode (restores the previous mode)."""
+    was = model.training
+    model.eval()
+    dev = images.device
+    cm = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.long, device=dev)
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
+    for i in range(0, len(labels), batch_size):
+        x = normalize(to_float(images[i:i + batch_size]))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = labels[i:i + batch_size].long()
+        with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits = model(x)
+        logits = logits.float()
+        loss += F.cross_entropy(logits, y, reduction="sum").double()
+        cm += torch.bincount(y * NUM_CLASSES + logits.argmax(1), minlength=NUM_CLASSES ** 2)
+    model.train(was)
+    return cm.reshape(NUM_CLASSES, NUM_CLASSES).cpu().numpy(), float(loss)
+
+
+def write_report(rep: dict, out_dir: str | Path, usage: str, title: str = "",
+                 plot: bool = True) -> tuple[Path, Path | None]:
+    from .plots import plot_confusion
+
+    out_dir = Path(out_dir)
+    js = out_dir / f"eval_{usage}.json"
+    _atomic_write(js, lambda f: f.write(json.dumps(rep, indent=2).encode()))
+    if not plot:
+        return js, None
+    png = plot_confusion(rep["confusion_matrix"], CLASSES, out_dir / f"confusion_{usage}.png",
+                         title=title or f"{usage}: accuracy {100 * rep['accuracy']:.2f}%, "
+                                        f"macro F1 {rep['macro_f1']:.4f}")
+    return js, png
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"n={rep['n']}  accuracy {100 * rep['accuracy']:.2f}%  macro F1 {rep['macro_f1']:.4f}",
+             f"{'class':10s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'support':>8s}"]
+    for c, r in rep["per_class"].items():
+        lines.append(f"{c:10s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:6.3f} {r['support']:8d}")
+    return "\n".join(lines)
+
+
+def load_run_model(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"):
+    """(model, config, checkpoint dict) of a run directory written by ``pipelines.train``."""
+    from connectomics import load_graph
+
+    from .config import Config
+    from .models import build_model
+
+    run = Path(run)
+    cfg = Config.load(run / "config.json")
+    ck = Path(checkpoint) if checkpoint not in ("best", "final", "last") else run / f"{checkpoint}.pt"
+    if not ck.exists():
+        raise FileNotFoundError(f"{ck}: no such checkpoint (run finished? try --checkpoint last)")
+    state = torch.load(ck, map_location="cpu", weights_only=True)
+    graph = load_graph(run / "graph") if cfg.model == "bionic" else None
+    model = build_model(cfg, graph, device=device)
+    model.load_state_dict(state["model"])
+    return model, cfg, state
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run directory (config.json, best.pt, graph/)")
+    ap.add_argument("--data", default=None, help="FER-2013 CSV or image-folder root (default: the run's)")
+    ap.add_argument("--usage", default="PublicTest", choices=USAGES)
+    ap.add_argument("--checkpoint", default="best", help="best | final | last | path to a .pt")
+    ap.add_argument("--out", default=None, help="output folder (default: the run directory)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--cache_root", default=None)
+    ap.add_argument("--batch_size", type=int, default=1024)
+    a = ap.parse_args(argv)
+    dev = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) else
+                       ("cpu" if a.device == "auto" else a.device))
+    model, cfg, state = load_run_model(a.run, a.checkpoint, device=dev)
+    ds = load_fer2013(a.data or cfg.data, a.cache_root or cfg.cache_root)
+    try:
+        images, labels = ds.split(a.usage)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    x = torch.as_tensor(images).to(dev)
+    y = torch.as_tensor(labels).to(dev)
+    cl = dev.type in ("cuda", "cpu") and cfg.channels_last != "off"
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    amp = torch.bfloat16 if (dev.type == "cuda" and cfg.amp in ("auto", "bf16")) else None
+    cm, loss = evaluate_arrays(model, x, y, a.batch_size, amp_dtype=amp, channels_last=cl)
+    rep = report(cm)
+    rep.update(loss=loss / max(1, rep["n"]), usage=a.usage, data=str(a.data or cfg.data),
+               checkpoint=str(a.checkpoint), epoch=state.get("epoch"), run=str(a.run))
+    js, png = write_report(rep, a.out or a.run, a.usage)
+    print(f"{a.run} [{a.checkpoint}, epoch {state.get('epoch')}] on {a.usage} of {rep['data']}:")
+    print(format_report(rep))
+    print(f"wrote {js} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
