@@ -69,6 +69,7 @@ class Config:
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     patience: int = 20                   # early stopping on val_usage (0 = off)
+    max_minutes: float = 0.0             # stop after the epoch that uses up this training time (0 = off)
     select_metric: str = "val_acc"       # val_acc | val_f1 | val_loss
     # -- augmentation -----------------------------------------------------------------------
     augment: bool = True

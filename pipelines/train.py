@@ -480,6 +480,12 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
         st["epoch"] = epoch + 1
         if cfg.patience and st["bad_epochs"] >= cfg.patience:
             stop_reason = f"early stop: no {cfg.select_metric} improvement for {cfg.patience} epochs"
+        if cfg.max_minutes and not stop_reason:
+            spent = torch.tensor(sum(h["epoch_seconds"] for h in st["history"]), dtype=torch.float64, device=dev)
+            if world > 1:
+                dist.all_reduce(spent, op=dist.ReduceOp.MAX)   # one decision for all ranks
+            if float(spent) >= 60 * cfg.max_minutes:
+                stop_reason = f"time budget: {float(spent) / 60:.1f} of {cfg.max_minutes:g} minutes used"
         if st["epoch"] >= cfg.epochs or stop_reason:
             st["finished"] = True
         ck = checkpoint_obj()

@@ -232,3 +232,11 @@ def test_one_epoch_smoke_on_sample_with_paper_preset_then_evaluate(env, tmp_path
     rep = json.loads((tmp_path / "ev" / "eval_PrivateTest.json").read_text())
     assert rep["n"] == 16 and rep["usage"] == "PrivateTest"
     assert (tmp_path / "ev" / "confusion_PrivateTest.png").stat().st_size > 1000
+
+
+@needs_graphnet
+def test_time_budget_stops_after_the_epoch_that_uses_it(env):
+    cfg = tiny_cfg(env, "budget", epochs=5, max_minutes=1e-6)
+    s = train(cfg)
+    assert s["finished"] and s["epochs_run"] == 1
+    assert (Path(cfg.out) / "final.pt").exists()
