@@ -26,8 +26,9 @@ DEFAULT_CACHE = "data_cache"
 
 def make_source(kind: str = "surrogate", *, path: str | None = None, version: int = 1300, seed: int = 0,
                 datastack: str = "minnie65_public", auth_token: str | None = None,
-                token_file: str | None = None) -> Source:
-    """A source by name: ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH``."""
+                token_file: str | None = None, fraction: float = 1.0) -> Source:
+    """A source by name: ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH``,
+    ``volume`` (``path`` = the cell table, ``seed``, ``fraction``; see :mod:`connectomics.volume`)."""
     if kind == "surrogate":
         from .sources.surrogate import SurrogateSource
 
@@ -43,7 +44,13 @@ def make_source(kind: str = "surrogate", *, path: str | None = None, version: in
 
         return CaveSource(datastack=datastack, version=version, auth_token=auth_token,
                           auth_token_file=token_file)
-    raise ValueError(f"unknown source {kind!r}: use surrogate, cave or snapshot PATH")
+    if kind == "volume":
+        if not path:
+            raise ValueError("--source volume needs a cell table: --cells PATH")
+        from .volume import VolumeSource
+
+        return VolumeSource(path, seed=seed, fraction=fraction)
+    raise ValueError(f"unknown source {kind!r}: use surrogate, cave, snapshot PATH or volume")
 
 
 @dataclass
