@@ -95,3 +95,20 @@ def test_tiny_plan_end_to_end(tmp_path):
     assert {p: p.stat().st_mtime for p in out.glob("*/s*/final.pt")} == mtimes
     assert ex.main(["--report", str(out)]) == 0
     assert np.isfinite(json.loads((out / "full" / "s1" / "metrics.json").read_text())["summary"]["best_val_acc"])
+
+
+def test_runs_go_to_dask_workers_and_into_one_report(tmp_path):
+    """--scheduler: runs are executed by the workers of a (local, 2-worker) Dask cluster."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is in the dev extra")
+    data = shared_path("fer2013", "sample.csv")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"base": {"preset": "cnn"}, "rows": [{"name": "cnn", "overrides": {}}]}))
+    out = tmp_path / "runs"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        code = ex.main(["--plan", str(plan), "--seeds", "2", "--out", str(out), "--scheduler",
+                        cluster.scheduler_address, "--set", f"data={data}",
+                        f"cache_root={tmp_path / 'cache'}", "epochs=1", "batch_size=64", "plots=false"])
+    assert code == 0
+    assert ex.main(["--report", str(out)]) == 0
+    assert "| plan | cnn | 2 |" in (out / "report.md").read_text()
