@@ -99,7 +99,8 @@ def test_tiny_plan_end_to_end(tmp_path):
 
 def test_runs_go_to_dask_workers_and_into_one_report(tmp_path):
     """--scheduler: runs are executed by the workers of a (local, 2-worker) Dask cluster."""
-    distributed = pytest.importorskip("distributed", reason="dask.distributed is in the dev extra")
+    import distributed
+
     data = shared_path("fer2013", "sample.csv")
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"base": {"preset": "cnn"}, "rows": [{"name": "cnn", "overrides": {}}]}))

@@ -14,12 +14,6 @@ import torch
 from pipelines.config import Config
 from pipelines.train import TrainingDiverged, main, train
 
-try:
-    from graphnet import compile_column  # noqa: F401
-    HAVE_GRAPHNET = True
-except ImportError:  # pragma: no cover
-    HAVE_GRAPHNET = False
-needs_graphnet = pytest.mark.skipif(not HAVE_GRAPHNET, reason="graphnet.compile_column not available")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "data" / "fer2013" / "sample.csv"
@@ -76,7 +70,6 @@ def load(p: Path) -> dict:
     return torch.load(p, map_location="cpu", weights_only=True)
 
 
-@needs_graphnet
 def test_run_directory_contents_and_metrics(env):
     cfg = tiny_cfg(env, "full", plots=True)
     s = train(cfg)
@@ -105,7 +98,6 @@ def test_run_directory_contents_and_metrics(env):
     assert rep["n"] == 16 and len(rep["confusion_matrix"]) == 7
 
 
-@needs_graphnet
 def test_same_seed_same_weights_and_resume_equals_uninterrupted(env):
     first = tiny_cfg(env, "ref")
     train(first)
@@ -144,7 +136,6 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(env):
     assert train(crash, resume=True)["finished"]
 
 
-@needs_graphnet
 def test_refuses_to_overwrite_or_resume_nothing(env):
     cfg = tiny_cfg(env, "exists", epochs=1)
     train(cfg)
@@ -154,7 +145,6 @@ def test_refuses_to_overwrite_or_resume_nothing(env):
         train(tiny_cfg(env, "nothing"), resume=True)
 
 
-@needs_graphnet
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
     cfg = tiny_cfg(env, "nan", epochs=4, hebbian_rate=0.0)   # (with Hebbian on, its step catches it first)
 
@@ -173,7 +163,6 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
     assert main(sum(([f"--{k}", str(v)] for k, v in cfg2.to_dict().items()), [])) == 2
 
 
-@needs_graphnet
 def test_plasticity_floating_point_error_stops_the_run(env):
     cfg = tiny_cfg(env, "fpe", epochs=2)
 
@@ -193,7 +182,6 @@ def test_cnn_preset_trains_without_a_graph(env):
     assert not (Path(cfg.out) / "graph").exists()
 
 
-@needs_graphnet
 def test_default_graph_hook_is_used_without_graph(env, monkeypatch):
     import connectomics.build
 
@@ -209,7 +197,6 @@ def test_default_graph_hook_is_used_without_graph(env, monkeypatch):
     assert (Path(cfg.out) / "graph" / "nodes.parquet").exists()
 
 
-@needs_graphnet
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"FER-2013 sample not available at {SAMPLE}")
 def test_one_epoch_smoke_on_sample_with_paper_preset_then_evaluate(env, tmp_path):
     from pipelines import evaluate
@@ -234,7 +221,6 @@ def test_one_epoch_smoke_on_sample_with_paper_preset_then_evaluate(env, tmp_path
     assert (tmp_path / "ev" / "confusion_PrivateTest.png").stat().st_size > 1000
 
 
-@needs_graphnet
 def test_time_budget_stops_after_the_epoch_that_uses_it(env):
     cfg = tiny_cfg(env, "budget", epochs=5, max_minutes=1e-6)
     s = train(cfg)

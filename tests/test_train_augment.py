@@ -15,12 +15,6 @@ from pipelines.augment import AugmentConfig, BatchAugment
 from pipelines.config import PRESETS, Config, add_config_arguments, config_from_args
 from pipelines.train import lr_factor
 
-try:
-    from graphnet import compile_column  # noqa: F401
-    HAVE_GRAPHNET = True
-except ImportError:  # pragma: no cover
-    HAVE_GRAPHNET = False
-needs_graphnet = pytest.mark.skipif(not HAVE_GRAPHNET, reason="graphnet.compile_column not available")
 
 
 # -- augmentation --------------------------------------------------------------------------------
@@ -159,7 +153,6 @@ PAPER_WIDTHS = {("4P", "L4"): 266, ("23P", "L2/3"): 349, ("5P-IT", "L5"): 136, (
                 ("BC", "L4"): 13, ("BC", "L2/3"): 17, ("MC", "L5"): 8}
 
 
-@needs_graphnet
 def test_paper_and_cnn_presets_parameter_counts():
     from pipelines.models import PAPER_CNN_PARAMS, build_model, count_parameters
 
@@ -177,7 +170,6 @@ def test_paper_and_cnn_presets_parameter_counts():
     assert not any("Lateral" in type(mod).__name__ or "CBAM" in type(mod).__name__ for mod in cnn.modules())
 
 
-@needs_graphnet
 def test_switches_change_the_model():
     from pipelines.models import CBAM, build_model
 
@@ -203,7 +195,6 @@ def test_switches_change_the_model():
     assert any(isinstance(x, CBAM) for x in wide.modules())
 
 
-@needs_graphnet
 def test_fast_lateral_inhibition_equals_graphnet_module_and_gradients():
     from graphnet import LateralInhibition2d
 

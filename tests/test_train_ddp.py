@@ -13,9 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.test_train import HAVE_GRAPHNET, load, small_graph, synthetic_csv, tiny_cfg
+from tests.test_train import load, small_graph, synthetic_csv, tiny_cfg
 
-pytestmark = pytest.mark.skipif(not HAVE_GRAPHNET, reason="graphnet.compile_column not available")
 
 
 def _free_port() -> int:
