@@ -9,7 +9,7 @@ and round-trips through :meth:`ColumnSpec.from_dict`, so it is saved with every 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Sequence
 
 WEIGHT_INITS = ("fan_in", "synapse_count", "summed_size")

@@ -32,13 +32,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from connectomics.cache import atomic_path, sha256_of
 
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_NAMES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
@@ -321,14 +322,6 @@ def read_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
 # ------------------------------------------------------------------------------------------------
 # checksums and cache
 # ------------------------------------------------------------------------------------------------
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _folder_fingerprint(root: Path) -> tuple[str, tuple]:
     """sha256 of the sorted (relative path, size, mtime_ns) of every image, and a stat key."""
     h = hashlib.sha256()
@@ -358,7 +351,7 @@ def source_checksum(path: str | Path, index: dict | None = None) -> str:
         hit = index.get(key)
         if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
             return hit["sha256"]
-    digest = _sha256_file(path)
+    digest = sha256_of(path)
     if index is not None:
         index[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     return digest
@@ -366,20 +359,8 @@ def source_checksum(path: str | Path, index: dict | None = None) -> str:
 
 def _atomic_write(target: Path, write) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``target``, fsync, rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(Path(target)) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def _read_index(folder: Path) -> dict:

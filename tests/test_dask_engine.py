@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import dask.dataframe  # noqa: F401  (dev extra)
-import distributed  # noqa: F401
+
+
 
 from connectomics.cache import TableCache, sha256_of  # noqa: E402
 from connectomics.dask_engine import (  # noqa: E402

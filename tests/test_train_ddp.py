@@ -9,7 +9,6 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
