@@ -12,7 +12,7 @@ from connectomics.plot import confusion_matrix, save_figure, training_curves
 
 def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> Path:
     """Loss, accuracy, F1 and learning rate per epoch (train and validation) as a PNG."""
-    rows = [{k: v for k, v in h.items() if k not in ("epoch_seconds", "train_images_per_s", "step")}
+    rows = [{k: v for k, v in h.items() if k not in ("epoch_seconds", "train_images_per_s", "step", "is_best")}
             for h in history]
     fig = training_curves(rows, x="epoch")
     if title:
