@@ -23,4 +23,7 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
 def plot_confusion(cm: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str],
                    path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix (rows = true class) with the counts, as a PNG."""
-    return save_figure(confusion_matrix(cm, classes, normalize=True, title=title or None), path, dpi=110)
+    fig = confusion_matrix(cm, classes, normalize=True)
+    if title:
+        fig.axes[0].set_title(title)
+    return save_figure(fig, path, dpi=110)
