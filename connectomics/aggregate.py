@@ -128,17 +128,21 @@ class EdgeAccumulator:
         })[list(EDGE_COLUMNS)]
 
 
-def aggregate_synapses(batches: Iterable, root_ids: np.ndarray, progress: bool = False,
-                       total: int | None = None) -> pd.DataFrame:
-    """Neuron-level edges of the synapses in ``batches`` between the cells ``root_ids`` (node order)."""
+def _feed(acc, batches: Iterable, progress: bool, total: int | None):
+    """Add every batch to the accumulator ``acc`` (with a progress bar); return ``acc``."""
     from tqdm.auto import tqdm
 
-    acc = EdgeAccumulator(root_ids)
     with tqdm(total=total, unit="syn", unit_scale=True, desc="aggregate", disable=not progress) as bar:
         for b in batches:
             acc.add(b)
             bar.update(len(b))
-    return acc.edges()
+    return acc
+
+
+def aggregate_synapses(batches: Iterable, root_ids: np.ndarray, progress: bool = False,
+                       total: int | None = None) -> pd.DataFrame:
+    """Neuron-level edges of the synapses in ``batches`` between the cells ``root_ids`` (node order)."""
+    return _feed(EdgeAccumulator(root_ids), batches, progress, total).edges()
 
 
 class TypeAccumulator:
@@ -187,11 +191,4 @@ class TypeAccumulator:
 def aggregate_type_graph(batches: Iterable, nodes: pd.DataFrame, progress: bool = False,
                          total: int | None = None) -> nx.DiGraph:
     """The cell-type/layer graph straight from synapse batches, without a neuron-edge table."""
-    from tqdm.auto import tqdm
-
-    acc = TypeAccumulator(nodes)
-    with tqdm(total=total, unit="syn", unit_scale=True, desc="aggregate", disable=not progress) as bar:
-        for b in batches:
-            acc.add(b)
-            bar.update(len(b))
-    return type_graph_from_table(nodes, acc.table())
+    return type_graph_from_table(nodes, _feed(TypeAccumulator(nodes), batches, progress, total).table())
