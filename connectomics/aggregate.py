@@ -51,13 +51,14 @@ def _columns(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class EdgeAccumulator:
     """Accumulates synapse batches into (pre, post) -> (count, summed size)."""
 
-    def __init__(self, root_ids: np.ndarray) -> None:
+    def __init__(self, root_ids: np.ndarray, dense: bool | None = None) -> None:
+        """``dense``: dense n*n accumulators (default: up to :data:`DENSE_MAX_NODES` nodes)."""
         self.root_ids = np.asarray(root_ids, dtype=np.int64)
         self.n = len(self.root_ids)
         self.index = pd.Index(self.root_ids)
         if not self.index.is_unique:
             raise ValueError("root ids of the nodes are not unique")
-        self.dense = self.n <= DENSE_MAX_NODES
+        self.dense = self.n <= DENSE_MAX_NODES if dense is None else dense
         if self.dense:
             self.count = np.zeros(self.n * self.n, dtype=np.int64)
             self.size = np.zeros(self.n * self.n, dtype=np.float64)
@@ -150,12 +151,13 @@ class TypeAccumulator:
 
     def __init__(self, nodes: pd.DataFrame) -> None:
         self.nodes = nodes
-        self.edges = EdgeAccumulator(nodes["root_id"].to_numpy())
-        self.pop, self.names = node_populations(nodes)
-        n, k = len(nodes), len(self.names)
+        n = len(nodes)
         self.flagged = n <= FLAG_MAX_NODES
+        # flagged: only the accumulator's id mapping is used, so no dense n*n arrays
+        self.edges = EdgeAccumulator(nodes["root_id"].to_numpy(), dense=False if self.flagged else None)
+        self.pop, self.names = node_populations(nodes)
+        k = len(self.names)
         if self.flagged:
-            self.edges.dense = False  # only its id mapping is used
             self.connected = np.zeros(n * n, dtype=bool)
             self.n_syn = np.zeros(k * k, dtype=np.int64)
             self.size = np.zeros(k * k, dtype=np.float64)

@@ -50,11 +50,7 @@ class PartialEdges(EdgeAccumulator):
     nodes), whose state is a small frame: ``code = pre * n + post, n_synapses, summed_size``."""
 
     def __init__(self, root_ids: np.ndarray) -> None:
-        super().__init__(root_ids)
-        if self.dense:  # the n*n arrays were only allocated (calloc), never touched
-            del self.count, self.size
-            self.dense = False
-            self._codes, self._counts, self._sizes, self._pending = [], [], [], 0
+        super().__init__(root_ids, dense=False)
 
     def _merge(self) -> None:
         # every part (one batch's np.unique, a partial frame, a merge) is already sorted and unique
