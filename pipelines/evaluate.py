@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -63,10 +64,14 @@ def report(cm: np.ndarray, classes: Sequence[str] = CLASSES) -> dict:
 
 @torch.no_grad()
 def evaluate_arrays(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1024,
-                    amp_dtype: torch.dtype | None = None, channels_last: bool = False
-                    ) -> tuple[np.ndarray, float]:
+                    amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                    tta_flip: bool = False) -> tuple[np.ndarray, float]:
     """Confusion matrix and summed cross-entropy of ``model`` on uint8 ``images`` (N, 48, 48)
-    already on the model's device. Switches the model to eval mode (restores the previous mode)."""
+    already on the model's device. Switches the model to eval mode (restores the previous mode).
+
+    ``tta_flip``: test-time augmentation by mirroring -- the prediction is the mean of the class
+    probabilities of each image and its left-right mirror, ``log p = logsumexp(log_softmax(f(x)),
+    log_softmax(f(flip x))) - log 2`` (the loss is the cross-entropy of that mean)."""
     was = model.training
     model.eval()
     dev = images.device
@@ -79,7 +84,15 @@ def evaluate_arrays(model: nn.Module, images: Tensor, labels: Tensor, batch_size
         y = labels[i:i + batch_size].long()
         with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             logits = model(x)
+            if tta_flip:
+                xf = x.flip(-1)
+                if channels_last:
+                    xf = xf.contiguous(memory_format=torch.channels_last)
+                mirrored = model(xf)
         logits = logits.float()
+        if tta_flip:
+            logits = torch.logsumexp(torch.stack([F.log_softmax(logits, 1),
+                                                  F.log_softmax(mirrored.float(), 1)]), 0) - math.log(2)
         loss += F.cross_entropy(logits, y, reduction="sum").double()
         cm += torch.bincount(y * NUM_CLASSES + logits.argmax(1), minlength=NUM_CLASSES ** 2)
     model.train(was)
@@ -139,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cache_root", default=None)
     ap.add_argument("--batch_size", type=int, default=1024)
+    ap.add_argument("--tta_flip", default=None, choices=("true", "false"),
+                    help="average the predictions of each image and its mirror (default: the run's "
+                         "config.tta_flip)")
     a = ap.parse_args(argv)
     dev = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) else
                        ("cpu" if a.device == "auto" else a.device))
@@ -155,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     if cl:
         model = model.to(memory_format=torch.channels_last)
     amp = torch.bfloat16 if (dev.type == "cuda" and cfg.amp in ("auto", "bf16")) else None
-    cm, loss = evaluate_arrays(model, x, y, a.batch_size, amp_dtype=amp, channels_last=cl)
+    tta = cfg.tta_flip if a.tta_flip is None else a.tta_flip == "true"
+    cm, loss = evaluate_arrays(model, x, y, a.batch_size, amp_dtype=amp, channels_last=cl, tta_flip=tta)
     rep = report(cm)
-    rep.update(loss=loss / max(1, rep["n"]), usage=a.usage, data=str(a.data or cfg.data),
+    rep.update(loss=loss / max(1, rep["n"]), usage=a.usage, data=str(a.data or cfg.data), tta_flip=tta,
                checkpoint=str(a.checkpoint), epoch=state.get("epoch"), run=str(a.run))
     js, png = write_report(rep, a.out or a.run, a.usage)
     print(f"{a.run} [{a.checkpoint}, epoch {state.get('epoch')}] on {a.usage} of {rep['data']}:")

@@ -6,7 +6,7 @@
     torchrun --nproc_per_node 2 -m pipelines.train ...          # data-parallel (gloo on CPU, NCCL on GPU)
 
 Every field of :class:`pipelines.config.Config` is an option (``--lr 1e-3``, ``--hebbian_rate 0``,
-``--lateral_inhibition false`` ...); ``--preset paper|cnn|wide`` sets a group first.
+``--lateral_inhibition false`` ...); ``--preset paper|paper400|cnn|cnn400|wide`` sets a group first.
 
 * Data: the whole split lives on the device as uint8; each step indexes a batch, augments it on
   the device (:mod:`pipelines.augment`, one seeded generator) and normalises it -- no per-sample
@@ -447,7 +447,8 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
             dist.all_reduce(stats)
         seen = spe * cfg.batch_size
         train_s = time.perf_counter() - t_ep
-        cm, vloss = evaluate_arrays(eval_net, XV, YV, cfg.eval_batch_size, amp, flags["channels_last"])
+        cm, vloss = evaluate_arrays(eval_net, XV, YV, cfg.eval_batch_size, amp, flags["channels_last"],
+                                    tta_flip=cfg.tta_flip)
         if world > 1:
             t = torch.as_tensor(np.concatenate([cm.ravel(), [vloss]]), dtype=torch.float64, device=dev)
             dist.all_reduce(t)
@@ -557,10 +558,11 @@ def _finish_reports(cfg: Config, out: Path, ds, raw: nn.Module, dev: torch.devic
             xi, yi = ds.split(usage)
             cm, loss = evaluate_arrays(raw, torch.as_tensor(xi).to(dev),
                                        torch.as_tensor(yi.astype(np.int64)).to(dev),
-                                       cfg.eval_batch_size, amp, flags["channels_last"])
+                                       cfg.eval_batch_size, amp, flags["channels_last"],
+                                       tta_flip=cfg.tta_flip)
             rep = report(cm)
             rep.update(loss=loss / max(1, rep["n"]), usage=usage, checkpoint="best",
-                       epoch=best["epoch"], data=cfg.data)
+                       epoch=best["epoch"], data=cfg.data, tta_flip=cfg.tta_flip)
             write_report(rep, out, usage, plot=cfg.plots)
             summary[f"best_{usage}_acc"] = rep["accuracy"]
             summary[f"best_{usage}_f1"] = rep["macro_f1"]

@@ -57,5 +57,46 @@ def test_evaluate_cli_on_csv_and_image_folder_any_usage(tmp_path):
         rep = json.loads((tmp_path / out / "eval_PrivateTest.json").read_text())
         assert rep["n"] == 16 and rep["accuracy"] == pytest.approx(want)
         assert (tmp_path / out / "confusion_PrivateTest.png").exists()
+        assert rep["tta_flip"] is False                       # the run's config
+    assert evaluate.main(["--run", cfg.out, "--data", str(data), "--usage", "PrivateTest", "--out",
+                          str(tmp_path / "ev_tta"), "--cache_root", cfg.cache_root, "--tta_flip", "true"]) == 0
+    rep = json.loads((tmp_path / "ev_tta" / "eval_PrivateTest.json").read_text())
+    assert rep["tta_flip"] is True and rep["n"] == 16
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         evaluate.main(["--run", cfg.out, "--checkpoint", "nope.pt"])
+
+
+class _HalfModel(torch.nn.Module):
+    """Logits from the mean of the left and right image halves: a mirror swaps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([[2.0, -1.0]] + [[0.1 * k, 0.3 - 0.1 * k] for k in range(6)]))
+
+    def forward(self, x):
+        halves = torch.stack([x[..., :24].mean((1, 2, 3)), x[..., 24:].mean((1, 2, 3))], 1)   # (B, 2)
+        return halves @ self.w.t()                                                          # (B, 7)
+
+
+def test_tta_flip_averages_the_probabilities_of_image_and_mirror():
+    from pipelines.augment import normalize, to_float
+    from pipelines.evaluate import evaluate_arrays
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 48, 48), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 7, (40,), generator=g)
+    model = _HalfModel()
+    cm0, loss0 = evaluate_arrays(model, images, labels, batch_size=16)
+    cm1, loss1 = evaluate_arrays(model, images, labels, batch_size=16, tta_flip=True)
+    with torch.no_grad():
+        x = normalize(to_float(images))
+        p = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    want = torch.bincount(labels * 7 + p.argmax(1), minlength=49).reshape(7, 7).numpy()
+    assert (cm1 == want).all() and not (cm1 == cm0).all()
+    assert loss1 == pytest.approx(float(-p.log()[torch.arange(40), labels].sum()), rel=1e-5)
+    # a mirror-symmetric model: the same predictions with or without TTA
+    sym = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7))
+    with torch.no_grad():
+        w = sym[1].weight.view(7, 48, 48)
+        w.copy_((w + w.flip(-1)) / 2)
+    assert (evaluate_arrays(sym, images, labels)[0] == evaluate_arrays(sym, images, labels, tta_flip=True)[0]).all()

@@ -102,7 +102,11 @@ def test_every_field_is_a_cli_option_and_types_parse():
     assert {f.name for f in fields(Config)} <= opts
     assert cfg.lr == 0.01 and cfg.dale is False and cfg.epochs == 3 and cfg.mask == "random"
     assert cfg.lateral_inhibition is False and cfg.augment is True
-    assert cfg.batch_size == PRESETS["paper"]["batch_size"] == 32     # from the preset
+    assert cfg.batch_size == PRESETS["paper"]["batch_size"] == 128    # from the preset
+    ns400 = ap.parse_args(["--preset", "paper400", "--seed", "2"])
+    cfg400, _ = config_from_args(ns400)
+    assert (cfg400.batch_size, cfg400.epochs, cfg400.lr_schedule) == (32, 400, "plateau")
+    assert cfg400.kernel_size == cfg.kernel_size == 5 and cfg400.out == "runs/paper400-s2"
     assert cfg.out == "runs/paper-s1"
     assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(SystemExit):
@@ -160,13 +164,18 @@ def test_paper_and_cnn_presets_parameter_counts():
     paper = replace(Config(), **PRESETS["paper"])
     m = build_model(paper, g)
     c = count_parameters(m)
-    # conv 1->8 (3x3) 80 + conv 8->16 1,168 + CBAM 247; column: input 3,600x266 + masked
+    # conv 1->8 (5x5) 208 + conv 8->16 3,216 + CBAM 247; column: input 3,600x266 + masked
     # A->B, B->C, C->D and 4 within-layer matrices (dense storage) + biases + LayerNorms; head 383x7+7
-    assert c == {"front": 1_495, "dropout": 0, "column": 1_562_874, "head": 2_688, "total": 1_567_057}
+    assert c == {"front": 3_671, "dropout": 0, "column": 1_562_874, "head": 2_688, "total": 1_569_233}
     assert m.column.out_features == 383 and m.front.out_features == 16 * 15 * 15
     assert m(torch.randn(2, 1, 48, 48)).shape == (2, 7)
-    cnn = build_model(replace(Config(), **PRESETS["cnn"]))
-    assert abs(count_parameters(cnn)["total"] - PAPER_CNN_PARAMS) < 0.002 * PAPER_CNN_PARAMS
+    for name in ("cnn", "cnn400"):
+        cnn = build_model(replace(Config(), **PRESETS[name]))
+        assert abs(count_parameters(cnn)["total"] - PAPER_CNN_PARAMS) < 0.002 * PAPER_CNN_PARAMS
+    # the presets of a pair differ in the model only, not in the training recipe
+    recipe = lambda p: {k: v for k, v in PRESETS[p].items() if k in (  # noqa: E731
+        "batch_size", "epochs", "lr", "lr_schedule", "weight_decay", "augment", "label_smoothing")}
+    assert recipe("paper") == recipe("cnn") and recipe("paper400") == recipe("cnn400")
     assert not any("Lateral" in type(mod).__name__ or "CBAM" in type(mod).__name__ for mod in cnn.modules())
 
 
