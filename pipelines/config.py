@@ -185,7 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _parse_bool(s: str) -> bool:
+def parse_bool(s: str) -> bool:
     v = str(s).strip().lower()
     if v in ("1", "true", "yes", "on", "y", "t"):
         return True
@@ -213,7 +213,7 @@ def add_config_arguments(ap: argparse.ArgumentParser) -> None:
     defaults = Config()
     for f in fields(Config):
         tname = f.type if isinstance(f.type, str) else f.type.__name__
-        typ = {"bool": _parse_bool, "int": int, "float": float, "str": str}[tname]
+        typ = {"bool": parse_bool, "int": int, "float": float, "str": str}[tname]
         note = notes.get(f.name, "")
         ap.add_argument(f"--{f.name}", type=typ, default=None, metavar=tname.upper(),
                         help=f"{note + ' ' if note else ''}(default {getattr(defaults, f.name)!r})")

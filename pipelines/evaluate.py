@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .augment import normalize, to_float
+from .config import parse_bool
 from .fer2013 import CLASSES, USAGES, _atomic_write, load_fer2013
 
 NUM_CLASSES = len(CLASSES)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cache_root", default=None)
     ap.add_argument("--batch_size", type=int, default=1024)
-    ap.add_argument("--tta_flip", default=None, choices=("true", "false"),
+    ap.add_argument("--tta_flip", default=None, type=parse_bool, metavar="BOOL",
                     help="average the predictions of each image and its mirror (default: the run's "
                          "config.tta_flip)")
     a = ap.parse_args(argv)
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if cl:
         model = model.to(memory_format=torch.channels_last)
     amp = torch.bfloat16 if (dev.type == "cuda" and cfg.amp in ("auto", "bf16")) else None
-    tta = cfg.tta_flip if a.tta_flip is None else a.tta_flip == "true"
+    tta = cfg.tta_flip if a.tta_flip is None else a.tta_flip
     cm, loss = evaluate_arrays(model, x, y, a.batch_size, amp_dtype=amp, channels_last=cl, tta_flip=tta)
     rep = report(cm)
     rep.update(loss=loss / max(1, rep["n"]), usage=a.usage, data=str(a.data or cfg.data), tta_flip=tta,

@@ -173,9 +173,11 @@ def test_paper_and_cnn_presets_parameter_counts():
         cnn = build_model(replace(Config(), **PRESETS[name]))
         assert abs(count_parameters(cnn)["total"] - PAPER_CNN_PARAMS) < 0.002 * PAPER_CNN_PARAMS
     # the presets of a pair differ in the model only, not in the training recipe
-    recipe = lambda p: {k: v for k, v in PRESETS[p].items() if k in (  # noqa: E731
-        "batch_size", "epochs", "lr", "lr_schedule", "weight_decay", "augment", "label_smoothing")}
-    assert recipe("paper") == recipe("cnn") and recipe("paper400") == recipe("cnn400")
+    from pipelines.config import CPU_RECIPE, PAPER_RECIPE
+
+    for bionic, plain, recipe in (("paper", "cnn", CPU_RECIPE), ("paper400", "cnn400", PAPER_RECIPE)):
+        for k in set(recipe) - {"noise_std"}:      # synaptic noise: the column's, so off in the CNN
+            assert PRESETS[bionic][k] == PRESETS[plain][k] == recipe[k], (bionic, plain, k)
     assert not any("Lateral" in type(mod).__name__ or "CBAM" in type(mod).__name__ for mod in cnn.modules())
 
 
