@@ -24,11 +24,16 @@ from .sources.base import Source
 DEFAULT_CACHE = "data_cache"
 
 
-def make_source(kind: str = "surrogate", *, path: str | None = None, version: int = 1300, seed: int = 0,
+def make_source(kind: str = "column", *, path: str | None = None, version: int = 1300, seed: int = 0,
                 datastack: str = "minnie65_public", auth_token: str | None = None,
                 token_file: str | None = None, fraction: float = 1.0) -> Source:
-    """A source by name: ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH``,
+    """A source by name: ``column`` (the bundled real MICrONS V1 column, the default),
+    ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH``,
     ``volume`` (``path`` = the cell table, ``seed``, ``fraction``; see :mod:`connectomics.volume`)."""
+    if kind == "column":
+        from .sources.column import ColumnSource
+
+        return ColumnSource()
     if kind == "surrogate":
         from .sources.surrogate import SurrogateSource
 
@@ -50,7 +55,7 @@ def make_source(kind: str = "surrogate", *, path: str | None = None, version: in
         from .volume import VolumeSource
 
         return VolumeSource(path, seed=seed, fraction=fraction)
-    raise ValueError(f"unknown source {kind!r}: use surrogate, cave, snapshot PATH or volume")
+    raise ValueError(f"unknown source {kind!r}: use column, surrogate, cave, snapshot PATH or volume")
 
 
 @dataclass
@@ -63,12 +68,15 @@ class BuildResult:
 
 def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, out: str | Path | None = None,
                 refresh: bool = False, progress: bool = True,
-                bounds: LayerBounds | None = None) -> BuildResult:
-    """Pull the tables of ``source`` (cached), build both graphs and write them (see module doc)."""
+                bounds: LayerBounds | None = None, keep_unknown_types: bool = False) -> BuildResult:
+    """Pull the tables of ``source`` (cached), build both graphs and write them (see module doc).
+
+    ``keep_unknown_types``: keep cell-type labels outside the MICrONS vocabularies as-is
+    (:func:`connectomics.cells.assemble_cells`) instead of refusing them."""
     cache = TableCache(cache_root, source.namespace, source.version)
     had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES)
     tables = pull_column_tables(source, cache, refresh=refresh, progress=progress)
-    nodes = assemble_cells(tables, bounds)
+    nodes = assemble_cells(tables, bounds, keep_unknown_types=keep_unknown_types)
     synapses = tables[SYNAPSE_TABLE]
     edges = aggregate_synapses([synapses], nodes["root_id"].to_numpy(), progress=False)
     meta = {
@@ -77,6 +85,7 @@ def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, out: 
         "layer_bounds_um": list((bounds or LayerBounds()).bounds_um),
         "n_cells": int(len(nodes)),
         "n_synapses": int(edges["n_synapses"].sum()),
+        "n_edges_without_size": int(edges["summed_size"].isna().sum()),  # count-only sources: NaN
         "n_edges": int(len(edges)),
         "manifest": {t: {k: e[k] for k in ("sha256", "rows", "created")} for t, e in cache.manifest().items()},
     }
@@ -117,10 +126,13 @@ def summary(graph: ConnectomeGraph) -> str:
     ei = {"EE": [0, 0], "EI": [0, 0], "IE": [0, 0], "II": [0, 0]}
     for a, b, d in tg.edges(data=True):
         k = tg.nodes[a]["ei"] + tg.nodes[b]["ei"]
-        ei[k][0] += d["connected_pairs"]
+        if k in ei:  # cells of unknown class ("U") are in no E/I pair
+            ei[k][0] += d["connected_pairs"]
     for a in tg.nodes:
         for b in tg.nodes:
             k = tg.nodes[a]["ei"] + tg.nodes[b]["ei"]
+            if k not in ei:
+                continue
             na, nb = tg.nodes[a]["n_cells"], tg.nodes[b]["n_cells"]
             ei[k][1] += na * nb - (na if a == b else 0)
     lines += ["", "connection probability by class: " + "  ".join(

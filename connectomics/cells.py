@@ -3,7 +3,9 @@
 One row per cell of the column reference table (``allen_v1_column_types_slanted_ref``), with its
 coarse type (from that table), m-type (``allen_column_mtypes_v2``, by nucleus id), soma position
 (``nucleus_detection_v0``, else the reference table's point), depth below the pia and layer
-(:mod:`connectomics.layers`), and E/I class.
+(:mod:`connectomics.layers`), and E/I class. Coarse types are canonical
+(:func:`connectomics.cell_types.resolve_coarse_types`: aliases renamed, a plain ``Unsure`` given
+its class where the table's ``classification_system`` names it).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .cell_types import COARSE_TYPES, MTYPES, check_labels, ei_class
+from .cell_types import MTYPES, check_labels, resolve_coarse_types
 from .graph import NODE_COLUMNS
 from .layers import LayerBounds, depth_um
 from .schema import COLUMN_TABLE, MTYPE_TABLE, NUCLEUS_TABLE, SchemaError, validate
@@ -20,8 +22,12 @@ from .schema import COLUMN_TABLE, MTYPE_TABLE, NUCLEUS_TABLE, SchemaError, valid
 NO_MTYPE = "none"
 
 
-def assemble_cells(tables: dict[str, pd.DataFrame], bounds: LayerBounds | None = None) -> pd.DataFrame:
+def assemble_cells(tables: dict[str, pd.DataFrame], bounds: LayerBounds | None = None, *,
+                   keep_unknown_types: bool = False) -> pd.DataFrame:
     """Graph nodes (columns of :data:`connectomics.graph.NODE_COLUMNS`), sorted by root id.
+
+    ``keep_unknown_types``: keep a coarse label outside the MICrONS vocabularies as its own type
+    (class from ``classification_system``, else "U") instead of raising.
 
     Raises :class:`~connectomics.schema.SchemaError` or
     :class:`~connectomics.cell_types.UnknownCellTypeError` naming the table and row for an empty
@@ -30,12 +36,14 @@ def assemble_cells(tables: dict[str, pd.DataFrame], bounds: LayerBounds | None =
     bounds = bounds or LayerBounds()
     column = tables[COLUMN_TABLE]
     validate(column, COLUMN_TABLE)
-    check_labels(column["cell_type"], COARSE_TYPES, table=COLUMN_TABLE)
+    cell_type, ei = resolve_coarse_types(column["cell_type"], column["classification_system"],
+                                         table=COLUMN_TABLE, keep_unknown=keep_unknown_types)
 
     mt = tables.get(MTYPE_TABLE)
     mtype = pd.Series(NO_MTYPE, index=column.index, dtype=object)
     if mt is not None and len(mt):
-        check_labels(mt["cell_type"], MTYPES, table=MTYPE_TABLE)
+        if not keep_unknown_types:
+            check_labels(mt["cell_type"], MTYPES, table=MTYPE_TABLE)
         mtype = column["target_id"].map(mt.set_index("target_id")["cell_type"]).fillna(NO_MTYPE)
 
     pos = column[["pt_position_x", "pt_position_y", "pt_position_z"]].to_numpy(dtype=float)
@@ -52,10 +60,10 @@ def assemble_cells(tables: dict[str, pd.DataFrame], bounds: LayerBounds | None =
     nodes = pd.DataFrame({
         "root_id": column["pt_root_id"].to_numpy(np.int64),
         "nucleus_id": column["target_id"].to_numpy(np.int64),
-        "cell_type": column["cell_type"].astype(str).to_numpy(),
+        "cell_type": cell_type,
         "mtype": mtype.astype(str).to_numpy(),
         "layer": bounds.assign(d),
-        "ei": column["cell_type"].map(ei_class).to_numpy(),
+        "ei": ei,
         "x_nm": pos[:, 0], "y_nm": pos[:, 1], "z_nm": pos[:, 2],
         "depth_um": d,
     })

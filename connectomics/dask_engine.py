@@ -157,7 +157,8 @@ def peak_rss_mb() -> float:
 # ------------------------------------------------------------------------------------------------
 def build_with_engine(source, cache_root: str | Path, *, engine: str = "local", scheduler: str | None = None,
                       n_workers: int = 2, out: str | Path | None = None, refresh: bool = False,
-                      progress: bool = True, bounds: LayerBounds | None = None):
+                      progress: bool = True, bounds: LayerBounds | None = None,
+                      keep_unknown_types: bool = False):
     """Tables -> cells -> graphs with ``engine`` (see module docstring); the same files and
     :class:`connectomics.build.BuildResult` as :func:`connectomics.build.build_graph`.
     ``meta["timings"]`` records the seconds of each step and peak memory (MB) of this process
@@ -191,7 +192,7 @@ def build_with_engine(source, cache_root: str | Path, *, engine: str = "local", 
             files = [cache.path(SYNAPSE_TABLE)]
         timings["tables_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        nodes = assemble_cells(tables, bounds)
+        nodes = assemble_cells(tables, bounds, keep_unknown_types=keep_unknown_types)
         roots = nodes["root_id"].to_numpy()
         if engine == "dask":
             edges = aggregate_dask(files, roots, client)

@@ -1,6 +1,7 @@
 """Build the column's graphs: ``python -m pipelines.build_graph [options]``.
 
-    python -m pipelines.build_graph                                  # embedded default (surrogate, seed 0)
+    python -m pipelines.build_graph                                  # the real MICrONS V1 column (bundled, offline)
+    python -m pipelines.build_graph --source surrogate               # the synthetic column (seed 0)
     python -m pipelines.build_graph --source cave --version 1300     # real MICrONS pull (CAVE token)
     python -m pipelines.build_graph --source snapshot DIR            # static table dumps
     python -m pipelines.build_graph --source volume --cells CELLS.csv [--fraction 0.1]   # whole-volume surrogate
@@ -22,8 +23,9 @@ import time
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipelines.build_graph", description=__doc__.split("\n")[0])
-    p.add_argument("--source", nargs="+", default=["surrogate"], metavar="KIND [PATH]",
-                   help="surrogate (default) | cave | snapshot PATH | volume (with --cells)")
+    p.add_argument("--source", nargs="+", default=["column"], metavar="KIND [PATH]",
+                   help="column (default: the bundled real MICrONS V1 column) | surrogate | cave | "
+                        "snapshot PATH | volume (with --cells)")
     p.add_argument("--cells", default=None, metavar="TABLE",
                    help="volume: typed soma table (CSV/Parquet: cell_type, pt_root_id, pt_x/y/z voxels)")
     p.add_argument("--fraction", type=float, default=1.0,
@@ -40,12 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="graph folder (default <cache>/<namespace>/v<version>/graph)")
     p.add_argument("--refresh", action="store_true", help="pull again even if cached")
     p.add_argument("--token-file", default=None, help="file holding a CAVE token (else caveclient's own)")
+    p.add_argument("--keep-unknown-types", action="store_true",
+                   help="keep cell-type labels that are no MICrONS label as their own types (default: error)")
     p.add_argument("--plots", action="store_true", help="also write PNG plots of the graph")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     kind = args.source[0]
-    if kind not in ("surrogate", "cave", "snapshot", "volume"):
-        p.error(f"--source: unknown kind {kind!r} (surrogate, cave, snapshot PATH, volume)")
+    if kind not in ("column", "surrogate", "cave", "snapshot", "volume"):
+        p.error(f"--source: unknown kind {kind!r} (column, surrogate, cave, snapshot PATH, volume)")
     if kind == "volume" and not args.cells:
         p.error("--source volume needs --cells TABLE")
     if args.cells and kind != "volume":
@@ -73,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
             res = build_with_engine(source, args.cache, engine=args.engine, scheduler=args.scheduler,
                                     n_workers=args.workers, out=args.out, refresh=args.refresh,
-                                    progress=not args.quiet)
+                                    progress=not args.quiet, keep_unknown_types=args.keep_unknown_types)
         else:
-            res = build_graph(source, args.cache, out=args.out, refresh=args.refresh, progress=not args.quiet)
+            res = build_graph(source, args.cache, out=args.out, refresh=args.refresh, progress=not args.quiet,
+                              keep_unknown_types=args.keep_unknown_types)
         print(summary(res.graph))
         if args.plots:
             from connectomics.plot import save_graph_plots

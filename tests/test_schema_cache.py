@@ -71,8 +71,8 @@ def test_empty_table():
 
 def test_unknown_cell_type_names_table_and_row():
     df = conform(_column(), COLUMN_TABLE)
-    df.loc[2, "cell_type"] = "Unsure"
-    with pytest.raises(UnknownCellTypeError, match=r"allen_v1_column_types_slanted_ref: row 2: unknown cell_type 'Unsure'"):
+    df.loc[2, "cell_type"] = "Chandelier"  # no MICrONS label ("Unsure" is one: test_cell_types.py)
+    with pytest.raises(UnknownCellTypeError, match=r"allen_v1_column_types_slanted_ref: row 2: unknown cell_type 'Chandelier'"):
         assemble_cells({COLUMN_TABLE: df})
 
 
