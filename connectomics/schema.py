@@ -3,7 +3,10 @@
 Every source (``cave``, ``snapshot``, ``surrogate``) returns these tables with exactly these
 columns and dtypes, so nothing downstream can tell the sources apart except by the manifest.
 Ids are int64; positions are float64 nanometres split into ``_x/_y/_z`` columns (caveclient's
-``split_positions=True`` with ``desired_resolution=[1, 1, 1]``); labels are strings.
+``split_positions=True`` with ``desired_resolution=[1, 1, 1]``); labels are strings. A synapse's
+``size`` (voxels) is float64 so that a source without per-synapse sizes (the bundled ``column``
+snapshot holds counts only) can say so: NaN = unknown, never invented; likewise its
+``ctr_pt_position_*``.
 """
 
 from __future__ import annotations
@@ -45,13 +48,17 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
     SYNAPSE_TABLE: {
         "id": INT, "pre_pt_root_id": INT, "post_pt_root_id": INT,
-        "size": INT, **_pos("ctr_pt_position"),
+        "size": FLOAT, **_pos("ctr_pt_position"),
     },
 }
 
-#: Columns that must not hold NaN (all positions and ids).
+#: Columns that may be NaN: what a count-only source cannot know (see the module docstring).
+NULLABLE: dict[str, tuple[str, ...]] = {SYNAPSE_TABLE: ("size", *_pos("ctr_pt_position"))}
+
+#: Columns that must not hold NaN (all ids, and positions but those of :data:`NULLABLE`).
 NOT_NULL: dict[str, tuple[str, ...]] = {
-    name: tuple(c for c, t in cols.items() if t in (INT, FLOAT)) for name, cols in SCHEMAS.items()
+    name: tuple(c for c, t in cols.items() if t in (INT, FLOAT) and c not in NULLABLE.get(name, ()))
+    for name, cols in SCHEMAS.items()
 }
 
 #: Columns that must be unique within a table.

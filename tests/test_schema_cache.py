@@ -106,7 +106,7 @@ def test_schema_mismatch_is_refused(tmp_path):
     cache = TableCache(tmp_path, "stack", 1)
     cache.write(SYNAPSE_TABLE, _synapses(), source="test")
     m = json.loads(cache.manifest_path.read_text())
-    m[SYNAPSE_TABLE]["schema"]["size"] = "float64"
+    m[SYNAPSE_TABLE]["schema"]["size"] = "int64"
     cache.manifest_path.write_text(json.dumps(m))
     with pytest.raises(CacheError, match="schema"):
         cache.read(SYNAPSE_TABLE)
