@@ -96,14 +96,23 @@ def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, out: 
 
 
 def build_default_graph(cache_root: str | Path = DEFAULT_CACHE, seed: int = 0,
-                        progress: bool = False) -> ConnectomeGraph:
-    """The embedded default (surrogate column of ``seed``): loaded if built, else built now."""
-    folder = Path(cache_root) / "surrogate" / f"v{seed}" / "graph"
+                        progress: bool = False, source: str = "column") -> ConnectomeGraph:
+    """The default graph, loaded if built, else built now: ``source="column"`` the bundled real
+    MICrONS V1 column (``seed`` unused), ``"surrogate"`` the surrogate column of ``seed``."""
+    if source == "column":
+        from .sources.column import ColumnSource
+
+        src: Source = ColumnSource()
+    elif source == "surrogate":
+        from .sources.surrogate import SurrogateSource
+
+        src = SurrogateSource(seed=seed)
+    else:
+        raise ValueError(f"default graph source {source!r}: use column or surrogate")
+    folder = Path(cache_root) / src.namespace / f"v{src.version}" / "graph"
     if (folder / "nodes.parquet").exists():
         return load_graph(folder)
-    from .sources.surrogate import SurrogateSource
-
-    return build_graph(SurrogateSource(seed=seed), cache_root, progress=progress).graph
+    return build_graph(src, cache_root, progress=progress).graph
 
 
 def summary(graph: ConnectomeGraph) -> str:

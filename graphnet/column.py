@@ -454,6 +454,11 @@ def _projection_module(pp: ProjectionPlan, spec: ColumnSpec, src_ei: np.ndarray,
     if spec.weight_init == "synapse_count":
         scale = torch.as_tensor(pp.n_synapses, dtype=torch.float32)
     elif spec.weight_init == "summed_size":
+        if np.isnan(pp.summed_size).any():
+            raise ValueError(
+                f"weight_init='summed_size': projection {pp.key} has pairs of unknown synapse size "
+                "(summed_size NaN: the graph's source has synapse counts only, like the bundled "
+                "MICrONS column); use weight_init='synapse_count' or 'fan_in'")
         scale = torch.as_tensor(pp.summed_size, dtype=torch.float32)
     # order edges in CSR order (post, then pre) so dense and sparse draw the same values
     order = np.lexsort((pp.pre, pp.post))

@@ -158,16 +158,20 @@ class ColumnSpec:
     # -- presets ----------------------------------------------------------------------------
     @classmethod
     def bionic(cls, **overrides: Any) -> "ColumnSpec":
-        """The BioNIC paper's column: A = 4P in L4, B = 23P in L2/3, C = 5P-IT/ET/NP in L5,
-        D = 6P-IT/CT in L6, feedforward A -> B -> C -> D, within-layer links on, inhibitory cells
+        """The BioNIC paper's column, its layers grouped by coarse type (not cut by soma depth):
+        A = 4P, B = 23P, C = 5P-IT/ET/NP, D = 6P-IT/CT/U and WM-P, which on the real MICrONS
+        column (the default graph) gives the paper's 266/349/185/383 units exactly; a graph
+        without 6P-U or WM-P cells (the surrogate) simply has none in D. Feedforward
+        A -> B -> C -> D, within-layer links on, inhibitory cells (BC, MC, BPC, NGC, Unsure I)
         acting through graded inhibition, Dale's law, LayerNorm, synaptic noise, Hebbian
-        plasticity with homeostatic regulation. ``overrides`` change any field."""
+        plasticity with homeostatic regulation. "Unsure" cells are in no layer. ``overrides``
+        change any field."""
         base = dict(
             layers=(
-                LayerSpec("A", ("4P",), ("L4",)),
-                LayerSpec("B", ("23P",), ("L2/3",)),
-                LayerSpec("C", ("5P-IT", "5P-ET", "5P-NP"), ("L5",)),
-                LayerSpec("D", ("6P-IT", "6P-CT"), ("L6",)),
+                LayerSpec("A", ("4P",), None),
+                LayerSpec("B", ("23P",), None),
+                LayerSpec("C", ("5P-IT", "5P-ET", "5P-NP"), None),
+                LayerSpec("D", ("6P-IT", "6P-CT", "6P-U", "WM-P"), None),
             ),
             projections=(("A", "B"), ("B", "C"), ("C", "D")),
             intra_layer=True, dale=True, graded_inhibition=True, inhibition_strength=0.5,

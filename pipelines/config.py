@@ -26,7 +26,8 @@ class Config:
     limit_val: int = 0
     # -- graph / column ---------------------------------------------------------------------
     graph: str = ""                      # graph folder (pipelines.build_graph); "" = default_graph()
-    graph_seed: int = 0                  # seed of the embedded default (surrogate) graph
+    graph_source: str = "column"         # default graph: column (real MICrONS V1 column) | surrogate
+    graph_seed: int = 0                  # seed of the surrogate default graph
     intra_layer: bool = True             # within-layer connections (masked)
     dale: bool = True                    # Dale's law (sign of the presynaptic class)
     graded_inhibition: bool = True

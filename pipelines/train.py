@@ -59,15 +59,16 @@ class TrainingDiverged(RuntimeError):
     """The loss (or a plasticity update) became NaN/inf; the last good checkpoint is intact."""
 
 
-def default_graph(cache_root: str | Path = "data_cache", seed: int = 0):
-    """The embedded default connectome: the surrogate column built (or loaded from the cache) by
-    ``connectomics.build.build_default_graph``."""
+def default_graph(cache_root: str | Path = "data_cache", seed: int = 0, source: str = "column"):
+    """The default connectome when no ``--graph`` is given, built (or loaded from the cache) by
+    ``connectomics.build.build_default_graph``: ``source="column"`` the real MICrONS V1 column
+    bundled with the package, ``"surrogate"`` the synthetic column of ``seed``."""
     try:
         from connectomics.build import build_default_graph
     except ImportError as exc:
         raise RuntimeError(f"no default graph available ({exc}); build one with "
                            "`python -m pipelines.build_graph` and pass --graph DIR") from None
-    return build_default_graph(cache_root=cache_root, seed=seed)
+    return build_default_graph(cache_root=cache_root, seed=seed, source=source)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,7 +279,7 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
             from connectomics import load_graph
             graph = load_graph(cfg.graph)
         else:
-            graph = default_graph(cfg.cache_root, cfg.graph_seed)
+            graph = default_graph(cfg.cache_root, cfg.graph_seed, cfg.graph_source)
         if main_rank:
             barrier()
     torch.manual_seed(cfg.seed)

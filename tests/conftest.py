@@ -32,3 +32,13 @@ def surrogate_graph(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cache")
     return build_graph(SurrogateSource(seed=0), root, progress=False)
+
+
+@pytest.fixture(scope="session")
+def column_graph(tmp_path_factory):
+    """The bundled real MICrONS V1 column, built once (a few seconds) into a temporary cache."""
+    from connectomics.build import build_graph
+    from connectomics.sources.column import ColumnSource
+
+    root = tmp_path_factory.mktemp("column_cache")
+    return build_graph(ColumnSource(), root, progress=False)

@@ -33,11 +33,11 @@ def column(graph):
 def test_layers_are_the_types_in_their_layer(graph, column):
     assert isinstance(column, CorticalColumn)
     sizes = {k: l.size for k, l in column.layers.items()}
-    assert sizes == {"A": 20, "B": 24, "C": 16, "D": 22}  # 23P in L4 is not in B
+    assert sizes == {"A": 20, "B": 26, "C": 16, "D": 22}  # by type: the 23P in L4 are in B
     assert column.out_features == 22 and column.in_features == IN
     units = column.layer_plans["B"].unit_ids
     assert set(graph.nodes.loc[units, "cell_type"]) == {"23P"}
-    assert set(graph.nodes.loc[units, "layer"]) == {"L2/3"}
+    assert set(graph.nodes.loc[units, "layer"]) == {"L2/3", "L4"}
     c = column.layer_plans["C"]
     assert c.populations == ["5P-IT|L5", "5P-ET|L5", "5P-NP|L5"] and c.population_sizes == [8, 5, 3]
     assert isinstance(column.layers["A"].projections["input"], torch.nn.Linear)
@@ -156,7 +156,7 @@ def test_null_model_and_dense_masks(graph, column):
     dense = compile_column(graph, ColumnSpec.bionic(mask="dense"), in_features=IN)
     assert bool(dense.projection("A", "B").mask.all())
     m = dense.projection("B", "B").mask
-    assert not bool(m.diagonal().any()) and int(m.sum()) == 24 * 23
+    assert not bool(m.diagonal().any()) and int(m.sum()) == 26 * 25
     assert "random null model" in repr(rnd)
 
 

@@ -20,8 +20,8 @@ def test_bionic_layers_and_projections():
     s = ColumnSpec.bionic()
     assert s.layer_names == ("A", "B", "C", "D")
     assert [(l.cell_types, l.layers) for l in s.layers] == [
-        (("4P",), ("L4",)), (("23P",), ("L2/3",)),
-        (("5P-IT", "5P-ET", "5P-NP"), ("L5",)), (("6P-IT", "6P-CT"), ("L6",))]
+        (("4P",), None), (("23P",), None),  # by type, not by soma depth (issue #11)
+        (("5P-IT", "5P-ET", "5P-NP"), None), (("6P-IT", "6P-CT", "6P-U", "WM-P"), None)]
     assert s.projections == (("A", "B"), ("B", "C"), ("C", "D"))
     assert s.output_layer == "D"
     assert s.intra_layer and s.dale and s.graded_inhibition and s.layer_norm and s.homeostasis

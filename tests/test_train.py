@@ -187,13 +187,14 @@ def test_default_graph_hook_is_used_without_graph(env, monkeypatch):
 
     calls = []
 
-    def fake_default(cache_root="data_cache", seed=0, progress=False):
-        calls.append((cache_root, seed))
+    def fake_default(cache_root="data_cache", seed=0, progress=False, source="column"):
+        calls.append((cache_root, seed, source))
         return small_graph()
     monkeypatch.setattr(connectomics.build, "build_default_graph", fake_default)
-    cfg = tiny_cfg(env, "defgraph", graph="", epochs=1, graph_seed=3)
+    assert Config().graph_source == "column"  # the real MICrONS column by default
+    cfg = tiny_cfg(env, "defgraph", graph="", epochs=1, graph_seed=3, graph_source="surrogate")
     train(cfg)
-    assert calls == [(cfg.cache_root, 3)]
+    assert calls == [(cfg.cache_root, 3, "surrogate")]
     assert (Path(cfg.out) / "graph" / "nodes.parquet").exists()
 
 
