@@ -418,6 +418,10 @@ def connectivity_matrix(graph: "ConnectomeGraph", value: str = "connection_proba
     the values in the cells (default: when there are at most 12 rows).
     """
     table = connectivity_table(graph, value, order, by)
+    # a count-only source (the bundled MICrONS column) has no synapse sizes: missing, not zero
+    sizes_unknown = value == "summed_size" and bool(np.isnan(table.to_numpy()).any())
+    if sizes_unknown:
+        table = table * np.nan
     _, ei, _ = _groups(graph, by)
     k = len(table)
     side = max(5.5, 0.3 * k + 3.0)
@@ -429,6 +433,10 @@ def connectivity_matrix(graph: "ConnectomeGraph", value: str = "connection_proba
     src = graph.meta.get("source", "") if graph.meta else ""
     ax.set_title(f"{VALUE_LABELS[value].capitalize()}, {by.replace('_', ' ')} x {by.replace('_', ' ')}"
                  + (f" ({src})" if src else ""), pad=24)
+    if sizes_unknown:
+        ax.text(0.5, 0.5, "synapse sizes unknown:\nthe source has synapse counts only", transform=ax.transAxes,
+                ha="center", va="center", fontsize=12, gid="sizes-unknown",
+                bbox=dict(boxstyle="round", fc="white", ec="0.5"))
     return fig
 
 

@@ -156,3 +156,41 @@ def test_default_build_graph_cli_builds_the_real_column_offline(tmp_path, monkey
     assert "synapses: 141452  connected pairs: 75251" in out
     (graph_dir,) = tmp_path.glob("v1_column-*/v1/graph")
     assert len(load_graph(graph_dir).nodes) == 1351
+
+
+def test_size_plot_says_sizes_are_unknown_instead_of_drawing_zeros(column_graph, surrogate_graph):
+    import matplotlib.pyplot as plt
+
+    from connectomics import plot
+
+    fig = plot.connectivity_matrix(column_graph.graph, "summed_size", by="cell_type")
+    ax = fig.axes[0]
+    assert [t.get_gid() for t in ax.texts if t.get_gid()] == ["sizes-unknown"]
+    assert np.isnan(np.asarray(ax.images[0].get_array(), dtype=float)).all()
+    plt.close(fig)
+    fig = plot.connectivity_matrix(surrogate_graph.graph, "summed_size", by="cell_type")
+    assert "sizes-unknown" not in [t.get_gid() for t in fig.axes[0].texts]
+    plt.close(fig)
+
+
+def test_bionic_still_compiles_on_the_surrogate(surrogate_graph):
+    """The surrogate has no 6P-U/WM-P; its 5 white-matter 6P-CT cells now join D (by type)."""
+    col = compile_column(surrogate_graph.graph, ColumnSpec.bionic(), in_features=8)
+    assert {k: l.size for k, l in col.layers.items()} == {"A": 266, "B": 349, "C": 185, "D": 388}
+    with torch.no_grad():
+        assert col(torch.randn(2, 8)).shape == (2, 388)
+
+
+def test_paper_preset_is_wired_by_the_real_column(column_graph):
+    from dataclasses import replace
+
+    from pipelines.config import PRESETS, Config
+    from pipelines.models import build_model
+
+    cfg = replace(Config(), **PRESETS["paper"])
+    assert cfg.graph == "" and cfg.graph_source == "column"
+    model = build_model(cfg, column_graph.graph)
+    assert model.column.out_features == 383
+    assert {k: l.size for k, l in model.column.layers.items()} == {"A": 266, "B": 349, "C": 185, "D": 383}
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 48, 48)).shape == (2, 7)
