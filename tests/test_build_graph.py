@@ -18,7 +18,7 @@ from pipelines import build_graph as cli
 
 
 def test_cli_builds_graph_and_reuses_cache(tmp_path, capsys, monkeypatch):
-    assert cli.main(["--cache", str(tmp_path), "--quiet"]) == 0
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "cells: 1351  (1188 E, 163 I)" in out and "pulled" in out
     folder = tmp_path / "surrogate" / "v0" / "graph"
@@ -36,7 +36,7 @@ def test_cli_builds_graph_and_reuses_cache(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(SurrogateSource, "fetch_table", no_query)
     monkeypatch.setattr(SurrogateSource, "fetch_synapses", no_query)
-    assert cli.main(["--cache", str(tmp_path), "--quiet"]) == 0
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 0
     assert "read from cache" in capsys.readouterr().out
 
 

@@ -282,7 +282,9 @@ def test_build_graph_cli_plots(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(P, "save_graph_plots", fake)
     assert cli.main(["--cache", str(tmp_path), "--quiet", "--plots"]) == 0
     (graph, folder), = calls
-    assert graph.n_nodes == 1351 and folder == tmp_path / "surrogate" / "v0" / "graph" / "plots"
+    from connectomics.sources.column import ColumnSource  # the default source: the real column
+
+    assert graph.n_nodes == 1351 and folder == tmp_path / ColumnSource().namespace / "v1" / "graph" / "plots"
     assert f"plot: {folder / 'x.png'}" in capsys.readouterr().out
 
 

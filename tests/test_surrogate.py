@@ -74,6 +74,6 @@ def test_connection_probability_matches_pmax_and_sigma(surrogate_column):
 
 def test_synapse_table_schema(surrogate_column):
     syn = SurrogateSource(0).fetch_synapses(surrogate_column.cells["root_id"].to_numpy(), progress=False)
-    assert list(syn.dtypes.astype(str)) == ["int64"] * 4 + ["float64"] * 3
-    assert syn["id"].is_unique and (syn["size"] >= 1).all()
+    assert list(syn.dtypes.astype(str)) == ["int64"] * 3 + ["float64"] * 4  # size: float64, NaN = unknown
+    assert syn["id"].is_unique and (syn["size"] >= 1).all() and (syn["size"] % 1 == 0).all()
     assert (syn["pre_pt_root_id"] != syn["post_pt_root_id"]).all()
