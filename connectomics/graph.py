@@ -9,7 +9,8 @@ Neuron-level graph
     ``edges`` (one row per connected ordered pair)::
 
         pre int64, post int64 (node indices), pre_root_id, post_root_id int64,
-        n_synapses int64, summed_size float64 (voxels)
+        n_synapses int64, summed_size float64 (voxels; NaN where the source has no synapse sizes,
+        e.g. the bundled MICrONS column: counts only)
 
 Cell-type/layer graph (:func:`type_graph`)
     a networkx ``DiGraph`` whose nodes are populations ``"<cell_type>|<layer>"`` with attributes
