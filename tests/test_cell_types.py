@@ -57,9 +57,23 @@ def test_unknown_label_is_an_error_unless_kept():
     assert ct.tolist() == ["Foo"] and ei.tolist() == ["U"]
 
 
-def test_build_graph_cli_keeps_unknown_types_on_request(tmp_path, monkeypatch):
+def test_build_graph_cli_keeps_unknown_types_on_request(tmp_path, monkeypatch, capsys):
+    from connectomics.sources.surrogate import SurrogateSource
     from pipelines import build_graph as cli
 
-    args = cli.parse_args(["--source", "surrogate", "--keep-unknown-types"])
-    assert args.keep_unknown_types and args.kind == "surrogate"
+    fetch = SurrogateSource.fetch_table
+
+    def with_odd_label(self, table, **kw):
+        df = fetch(self, table, **kw)
+        if table == COLUMN_TABLE:
+            df.loc[7, "cell_type"] = "Chandelier"
+        return df
+
+    monkeypatch.setattr(SurrogateSource, "fetch_table", with_odd_label)
+    args = ["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "row 7: unknown cell_type 'Chandelier'" in err and err.count("\n") == 1
+    assert cli.main(args + ["--keep-unknown-types"]) == 0
+    assert "Chandelier" in capsys.readouterr().out  # a type of its own in the summary
     assert cli.parse_args([]).kind == "column" and not cli.parse_args([]).keep_unknown_types

@@ -1,4 +1,4 @@
-"""The interface every table source implements: ``cave``, ``snapshot`` and ``surrogate``.
+"""The interface every table source implements: ``column``, ``cave``, ``snapshot`` and ``surrogate``.
 
 A source returns CAVE tables in the canonical schemas of :mod:`connectomics.schema`: same
 columns, same dtypes, whichever source. Only :meth:`Source.describe` (written to the manifest)
@@ -21,7 +21,7 @@ class SourceError(RuntimeError):
 
 
 class Source(ABC):
-    #: "cave" | "snapshot" | "surrogate"
+    #: "column" | "cave" | "snapshot" | "surrogate" | "volume"
     kind: str
     #: cache namespace: the datastack name, or "surrogate"
     namespace: str
