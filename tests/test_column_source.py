@@ -107,7 +107,8 @@ def test_tampered_snapshot_file_is_refused_with_its_name(tmp_path):
     data = bytearray((folder / "connections.parquet").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (folder / "connections.parquet").write_bytes(bytes(data))
-    with pytest.raises(SnapshotIntegrityError, match=r"connections\.parquet: checksum .* does not match manifest\.json"):
+    with pytest.raises(SnapshotIntegrityError,
+                       match=r"connections\.parquet: checksum .* does not match manifest\.json"):
         ColumnSource(folder)
     (folder / "connections.parquet").unlink()
     with pytest.raises(SnapshotIntegrityError, match=r"connections\.parquet: missing"):
