@@ -1,34 +1,39 @@
-"""Published figures embedded in the package (small, cited tables) for the surrogate column.
+"""Figures embedded in the package for the surrogate column (small, cited tables).
+
+The surrogate is a *generator*: it draws a column (or, with :mod:`connectomics.volume`, a whole
+volume) from type-level statistics. Since the real MICrONS V1 column ships with the package, those
+statistics are fitted to it (``scripts/fit_surrogate.py`` writes ``connectomics/data/surrogate/``);
+the published V1DD table the surrogate used before is kept as :data:`V1DD_PMAX` for comparison.
 
 Sources
 -------
-CENSUS
-    Column m-type counts: the 1,351-neuron V1 column census of Schneider-Mizell et al. (2025,
-    Nature, "Inhibitory specificity from a connectomic census of mouse visual cortex"), as
-    published with Elabbady et al. 2025 (``AllenInstitute/Perisomatic_Based_CellTyping``,
-    ``data/column_radial_truncation_v795.feather``): 1,188 excitatory + 163 inhibitory cells.
-    Per-layer excitatory coarse-type counts of the BioNIC paper (Prasanth & Tivnan 2026): 4P 266,
-    23P 349, L5 185, L6 383 (1,183). The *joint* (m-type, coarse type, layer) split below is a
-    reconstruction, not a published table: m-types ordered by depth are assigned to the coarse
-    types ordered by depth so that both marginals hold exactly (e.g. 18 deep L3b cells fall in
-    4P, 51 deep L4c cells in 5P-IT); 5P-ET/5P-NP = the L5ET/L5NP m-types; 6P-CT = the L6short
-    and L6wm m-types (a judgement); 5 L6wm cells sit in white matter (1,188 - 1,183).
-    Inhibitory m-types map to coarse types PTC->BC, DTC->MC, ITC->BPC, STC->NGC; STC/NGC cells
-    are put in L1, the others spread over L2/3-L6 in proportion to the excitatory cells there
-    (largest remainder). Those layer placements are assumptions.
-PMAX, SIGMA_UM
-    Connection probability at 0 um lateral distance (pmax) between 19 classes of the Allen
-    biorealistic V1 model, "derived from V1DD dataset" (``AllenInstitute/biorealistic-v1-model``
-    @741a18d8, ``base_props/pmax_matrix_v1dd.csv``; rows = pre, columns = post), and the
-    Gaussian widths sigma (um) per pre/post E/I class (``base_props/sigma.csv``; Campagnola,
-    Seeman et al. 2022). p(r) = pmax * exp(-r^2 / (2 sigma^2)), r = lateral (x-z) soma distance.
-    Values rounded to 4 significant digits. 2.441e-05 is the source's floor for "none seen".
+CENSUS (``data/surrogate/census.csv``)
+    Joint (m-type, coarse type, layer) counts of the 1,351 proofread neurons of the MICrONS V1
+    column (Schneider-Mizell et al. 2025, Nature; MICrONS Consortium 2025, Nature): coarse types of
+    the AIBS metamodel, column m-types, layer from soma depth (:mod:`connectomics.layers`).
+    1,188 excitatory + 163 inhibitory cells; the BioNIC paper's layer widths by type: 4P 266,
+    23P 349, 5P-IT/ET/NP 185, 6P-IT/CT/U + WM-P 383.
+PMAX (``data/surrogate/pmax_by_type.csv``)
+    Connection probability at 0 um lateral distance per (pre type, post type), fitted so that the
+    surrogate's rule p(r) = pmax * exp(-r^2 / (2 sigma^2)) (r = lateral soma distance, somata
+    uniform in a 100 x 100 um square) reproduces the real column's type-level connection
+    probability in expectation: pmax = p_observed / E[exp(-r^2 / 2 sigma^2)], at most 1.
+SIGMA_UM
+    Gaussian widths sigma (um) per pre/post E/I class of the Allen biorealistic V1 model
+    (``AllenInstitute/biorealistic-v1-model`` @741a18d8, ``base_props/sigma.csv``; Campagnola,
+    Seeman et al. 2022). The real column is too narrow (100 um) to fit them.
+SYNAPSES_PER_CONNECTION_EXTRA_MEAN (``data/surrogate/synapses_per_connection.csv``)
+    A connected pair gets 1 + Poisson(lambda) synapses, lambda = the real column's mean synapses
+    per connected pair minus 1, per presynaptic E/I class (E 1.34, I 2.68).
 SYNAPSE_SIZE_LOGNORMAL
     mean and s.d. of ln(synapse size in voxels) over the 9,201 input synapses of three 23P cells
     (``nriedman/microns`` ``sample_dataset/23P_corner_{5,50,95}.csv``, from ``synapses_pni_2``).
-SYNAPSES_PER_CONNECTION
-    Not a measured figure (none was found): the surrogate draws 1 + Poisson(lambda) synapses per
-    connected pair, lambda = 0.5 for excitatory and 2.0 for inhibitory presynaptic cells.
+    The real column's matrix has no synapse sizes.
+V1DD_PMAX
+    The published pmax between 19 classes of the Allen biorealistic V1 model, "derived from V1DD
+    dataset" (``base_props/pmax_matrix_v1dd.csv``; rows = pre, columns = post), 4 significant
+    digits; 2.441e-05 is the source's floor for "none seen". Cells map to classes by
+    :func:`v1dd_pmax_class`.
 """
 
 from __future__ import annotations
@@ -36,30 +41,53 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: (m-type, coarse type, layer, cells)
-CENSUS: tuple[tuple[str, str, str, int], ...] = (
-    ("L2a", "23P", "L2/3", 57), ("L2b", "23P", "L2/3", 66), ("L2c", "23P", "L2/3", 73),
-    ("L3a", "23P", "L2/3", 74), ("L3b", "23P", "L2/3", 79),
-    ("L3b", "4P", "L4", 18), ("L4a", "4P", "L4", 66), ("L4b", "4P", "L4", 152), ("L4c", "4P", "L4", 30),
-    ("L4c", "5P-IT", "L5", 51), ("L5a", "5P-IT", "L5", 30), ("L5b", "5P-IT", "L5", 44),
-    ("L6tall-a", "5P-IT", "L5", 11), ("L5ET", "5P-ET", "L5", 39), ("L5NP", "5P-NP", "L5", 10),
-    ("L6tall-a", "6P-IT", "L6", 70), ("L6tall-b", "6P-IT", "L6", 62), ("L6tall-c", "6P-IT", "L6", 105),
-    ("L6short-a", "6P-CT", "L6", 69), ("L6short-b", "6P-CT", "L6", 56), ("L6wm", "6P-CT", "L6", 21),
-    ("L6wm", "6P-CT", "WM", 5),
-    ("STC", "NGC", "L1", 22),
-    ("PTC", "BC", "L2/3", 17), ("PTC", "BC", "L4", 13), ("PTC", "BC", "L5", 9), ("PTC", "BC", "L6", 19),
-    ("DTC", "MC", "L2/3", 16), ("DTC", "MC", "L4", 12), ("DTC", "MC", "L5", 8), ("DTC", "MC", "L6", 18),
-    ("ITC", "BPC", "L2/3", 9), ("ITC", "BPC", "L4", 6), ("ITC", "BPC", "L5", 5), ("ITC", "BPC", "L6", 9),
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data" / "surrogate"
+
+#: Lateral width (um) of the column's square footprint in the surrogate (the column is 100 um wide).
+COLUMN_WIDTH_UM = 100.0
+
+
+def _read(name: str) -> pd.DataFrame:
+    path = DATA / name
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[])
+    except OSError as e:  # a broken install, not a user error
+        raise RuntimeError(f"packaged table {path} is unreadable ({e}); reinstall the package") from None
+
+
+_CENSUS = _read("census.csv")
+#: (m-type, coarse type, layer, cells) of the real column.
+CENSUS: tuple[tuple[str, str, str, int], ...] = tuple(
+    (str(m), str(t), str(l), int(n)) for m, t, l, n in _CENSUS[["mtype", "cell_type", "layer", "n_cells"]].itertuples(index=False)
 )
+#: Column m-type counts; CENSUS sums to these.
+MTYPE_COUNTS: dict[str, int] = {str(k): int(v) for k, v in _CENSUS.groupby("mtype")["n_cells"].sum().items()}
 
-#: Published column m-type counts (Schneider-Mizell et al. 2025 census); CENSUS sums to these.
-MTYPE_COUNTS: dict[str, int] = {
-    "L2a": 57, "L2b": 66, "L2c": 73, "L3a": 74, "L3b": 97, "L4a": 66, "L4b": 152, "L4c": 81,
-    "L5a": 30, "L5b": 44, "L5ET": 39, "L5NP": 10, "L6tall-a": 81, "L6tall-b": 62, "L6tall-c": 105,
-    "L6short-a": 69, "L6short-b": 56, "L6wm": 26, "PTC": 58, "DTC": 54, "ITC": 29, "STC": 22,
-}
+_FIT = _read("pmax_by_type.csv")
+#: Surrogate connection classes: the real column's coarse types.
+PMAX_CLASSES: tuple[str, ...] = tuple(sorted(set(_FIT["pre_type"])))
+#: Fitted pmax (pre type x post type), unitless probability at 0 um lateral distance.
+PMAX = _FIT.pivot(index="pre_type", columns="post_type", values="pmax").loc[list(PMAX_CLASSES), list(PMAX_CLASSES)]
+#: The real column's type-level connection probability (pre type x post type) that PMAX reproduces.
+P_OBSERVED = _FIT.pivot(index="pre_type", columns="post_type", values="p_observed").loc[
+    list(PMAX_CLASSES), list(PMAX_CLASSES)]
 
-PMAX_CLASSES: tuple[str, ...] = (
+#: Other spellings of the same type (MICrONS tables call layer-5 pyramidal-tract cells both).
+TYPE_ALIASES: dict[str, str] = {"5P-PT": "5P-ET"}
+
+
+def pmax_class(cell_type: str, layer: str | None = None) -> str:
+    """The surrogate connection class of a cell: its coarse type (``layer`` is not used; kept so
+    callers need not know which table is in force). Raises KeyError for a type the fit lacks."""
+    cls = TYPE_ALIASES.get(cell_type, cell_type)
+    if cls not in PMAX.index:
+        raise KeyError(f"no fitted pmax for cell type {cell_type!r}; fitted types: {', '.join(PMAX_CLASSES)}")
+    return cls
+
+
+V1DD_PMAX_CLASSES: tuple[str, ...] = (
     "L1_Inh", "L2/3_Exc", "L2/3_PV", "L2/3_SST", "L2/3_VIP", "L4_Exc", "L4_PV", "L4_SST", "L4_VIP",
     "L5_ET", "L5_IT", "L5_NP", "L5_PV", "L5_SST", "L5_VIP", "L6_Exc", "L6_PV", "L6_SST", "L6_VIP",
 )
@@ -85,8 +113,8 @@ _PMAX_ROWS = (
     (0.02891, 0.04021, 0.01045, 0.02807, 0.03961, 0.01984, 0.09679, 0.03447, 0.2136, 0.03596, 0.09504, 0.01475, 0.1568, 0.0614, 0.1796, 0.2555, 0.3385, 0.0977, 0.3006),  # noqa: E501
     (_F, 0.001319, _F, _F, _F, 0.0007553, 0.001778, _F, 0.02491, 0.03488, 0.009406, 0.05616, 0.02565, 0.01994, 0.005862, 0.04614, 0.1001, 0.1802, 0.1075),  # noqa: E501
 )
-#: pmax (pre class x post class), unitless probability at 0 um lateral distance.
-PMAX = pd.DataFrame(np.array(_PMAX_ROWS), index=list(PMAX_CLASSES), columns=list(PMAX_CLASSES))
+#: Published V1DD pmax (pre class x post class), unitless probability at 0 um lateral distance.
+V1DD_PMAX = pd.DataFrame(np.array(_PMAX_ROWS), index=list(V1DD_PMAX_CLASSES), columns=list(V1DD_PMAX_CLASSES))
 
 #: Gaussian width sigma in um, indexed [pre E/I][post E/I].
 SIGMA_UM: dict[str, dict[str, float]] = {
@@ -95,15 +123,18 @@ SIGMA_UM: dict[str, dict[str, float]] = {
 }
 
 SYNAPSE_SIZE_LOGNORMAL: tuple[float, float] = (8.449, 1.098)
-SYNAPSES_PER_CONNECTION_EXTRA_MEAN: dict[str, float] = {"E": 0.5, "I": 2.0}
+_SPC = _read("synapses_per_connection.csv")
+#: lambda of the 1 + Poisson(lambda) synapses per connected pair, by presynaptic E/I class.
+SYNAPSES_PER_CONNECTION_EXTRA_MEAN: dict[str, float] = {
+    str(e): round(float(m) - 1.0, 6) for e, m in _SPC[["pre_ei", "mean_per_connection"]].itertuples(index=False)}
 
-_EXC_CLASS = {"23P": "L2/3_Exc", "4P": "L4_Exc", "5P-IT": "L5_IT", "5P-ET": "L5_ET",
-              "5P-NP": "L5_NP", "6P-IT": "L6_Exc", "6P-CT": "L6_Exc"}
+_EXC_CLASS = {"23P": "L2/3_Exc", "4P": "L4_Exc", "5P-IT": "L5_IT", "5P-ET": "L5_ET", "5P-PT": "L5_ET",
+              "5P-NP": "L5_NP", "6P-IT": "L6_Exc", "6P-CT": "L6_Exc", "6P-U": "L6_Exc", "WM-P": "L6_Exc"}
 _INH_SUFFIX = {"BC": "PV", "MC": "SST", "BPC": "VIP"}
 _INH_LAYER = {"L1": "L2/3", "L2/3": "L2/3", "L4": "L4", "L5": "L5", "L6": "L6", "WM": "L6"}
 
 
-def pmax_class(cell_type: str, layer: str) -> str:
+def v1dd_pmax_class(cell_type: str, layer: str) -> str:
     """The V1DD pmax class of a (coarse type, soma layer) cell, e.g. ("BC", "L4") -> "L4_PV"."""
     if cell_type in _EXC_CLASS:
         return _EXC_CLASS[cell_type]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
+from connectomics.cell_types import ei_class
 import pandas as pd
 import pytest
 
@@ -46,8 +48,12 @@ def test_inhibitory_cells_at_census_density(cell_table):
     assert len(inh) / len(cells) == pytest.approx(163 / 1351, abs=1e-3)
     # census mix, doubled exactly: type x layer
     got = inh.groupby(["cell_type", "layer"]).size().to_dict()
-    assert got[("NGC", "L1")] == 44 and got[("BC", "L6")] == 38 and got[("BPC", "L5")] == 10
-    assert set(inh.loc[inh["cell_type"] == "NGC", "layer"]) == {"L1"}
+    from connectomics import census
+
+    table = census.census_table()
+    want = table[table["cell_type"].map(ei_class) == "I"].groupby(["cell_type", "layer"])["n_cells"].sum() * 2
+    assert got == want.to_dict()
+    assert got[("NGC", "L1")] == 20 and got[("BC", "L6")] == 20 and got[("BPC", "L5")] == 6
     # the depth agrees with the layer, positions come back through the nm transform
     frame = nm_to_frame_um(inh[["x_nm", "y_nm", "z_nm"]].to_numpy())
     np.testing.assert_allclose(frame, inh[["fx_um", "fy_um", "fz_um"]].to_numpy(), atol=1e-6)
@@ -103,11 +109,13 @@ def test_connection_probability_falls_with_distance_as_drawn(cell_table):
         assert abs(n_conn - expected) < 5 * np.sqrt(expected) + 2, (lo, hi, n_conn, expected)
         rates.append(n_conn / m.sum())
     assert rates[0] > 2 * rates[2] > 0 and rates[2] > 3 * rates[3]
-    # synapses per connection: 1 + Poisson(0.5) from E, 1 + Poisson(2) from I
+    # synapses per connection: 1 + Poisson(lambda), lambda fitted to the real column (E 0.34, I 1.68)
+    from connectomics.census import SYNAPSES_PER_CONNECTION_EXTRA_MEAN as lam
+
     per_pair = syn.groupby(["pre_pt_root_id", "post_pt_root_id"]).size()
     pre_e = src.cells.set_index("root_id").loc[per_pair.index.get_level_values(0), "ei"].to_numpy() == "E"
-    assert per_pair[pre_e].mean() == pytest.approx(1.5, abs=0.05)
-    assert per_pair[~pre_e].mean() == pytest.approx(3.0, abs=0.15)
+    assert per_pair[pre_e].mean() == pytest.approx(1 + lam["E"], abs=0.05)
+    assert per_pair[~pre_e].mean() == pytest.approx(1 + lam["I"], abs=0.15)
 
 
 def test_partitions_are_atomic_and_resume(tmp_path, small_source, monkeypatch):
@@ -233,11 +241,13 @@ def test_compiled_volume_column_sparse_equals_dense_and_trains(tmp_path, small_s
 
     g = build_with_engine(small_source, tmp_path, engine="local", progress=False).graph
     layers = [LayerSpec("A", ("4P",), None), LayerSpec("B", ("23P",), None),
-              LayerSpec("C", ("5P-IT", "5P-ET", "5P-NP"), None), LayerSpec("D", ("6P-IT", "6P-CT"), None)]
+              LayerSpec("C", ("5P-IT", "5P-ET", "5P-NP"), None),
+              LayerSpec("D", ("6P-IT", "6P-CT", "6P-U", "WM-P"), None)]
     cols = {b: compile_column(g, chain(layers, backend=b, noise_std=0.0, hebbian_rate=0.0, seed=2), in_features=32)
             for b in ("sparse", "dense")}
     sizes = [l.size for l in cols["sparse"].layers.values()]
-    assert sum(sizes) == int((g.nodes["ei"] == "E").sum())          # every excitatory cell, once
+    typed = (g.nodes["ei"] == "E") & ~g.nodes["cell_type"].str.startswith("Unsure")
+    assert sum(sizes) == int(typed.sum())          # every typed excitatory cell, once
     assert set(cols["sparse"].backends.values()) == {"sparse"} and set(cols["dense"].backends.values()) == {"dense"}
     x = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(cols["sparse"](x), cols["dense"](x), rtol=1e-4, atol=1e-5)

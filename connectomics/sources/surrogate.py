@@ -1,14 +1,15 @@
 """``surrogate``: a V1 column generated offline from published figures. NOT MICrONS synapses.
 
-The cells follow the column census (:data:`connectomics.census.CENSUS`: 1,351 neurons, exact
-m-type and coarse-type counts); somata are placed uniformly in a 100 x 100 um lateral square and,
+The cells follow the real column's census (:data:`connectomics.census.CENSUS`: 1,351 neurons,
+exact joint m-type, coarse-type and layer counts); somata are placed uniformly in a 100 x 100 um lateral square and,
 in depth, in bands of their layer (the bands of one layer ordered by m-type). Each ordered pair
 (i, j), i != j, is connected with probability
 
     p_ij = pmax[c_i, c_j] * exp(-r_ij^2 / (2 sigma[e_i, e_j]^2))
 
-with c the V1DD pmax class, e the E/I class and r_ij the lateral (x-z) soma distance in um
-(:data:`connectomics.census.PMAX`, :data:`connectomics.census.SIGMA_UM`). A connected pair gets
+with c the coarse type, e the E/I class and r_ij the lateral (x-z) soma distance in um
+(:data:`connectomics.census.PMAX`, fitted so that the type-level connection probabilities are the
+real MICrONS column's in expectation; :data:`connectomics.census.SIGMA_UM`). A connected pair gets
 1 + Poisson(lambda_pre) synapses of lognormal size (voxels), placed within ~30 um of the
 postsynaptic soma. Everything is drawn from one ``numpy.random.Generator`` seeded with ``seed``,
 so a seed fixes the column exactly. The tables come out in the canonical CAVE schemas; the
@@ -26,7 +27,7 @@ import pandas as pd
 
 from .. import census
 from ..cache import PartStore
-from ..cell_types import INHIBITORY_TYPES, ei_class
+from ..cell_types import ei_class
 from ..layers import LayerBounds, frame_um_to_nm
 from ..schema import (
     CELL_TYPE_TABLE, COLUMN_TABLE, MTYPE_TABLE, NUCLEUS_TABLE, PROOFREADING_TABLE, SYNAPSE_TABLE,
@@ -36,7 +37,7 @@ from .base import Source, SourceError
 
 #: Column centre in the minnie65 frame (um): lateral x, z.
 COLUMN_CENTER_UM = (700.0, 850.0)
-COLUMN_WIDTH_UM = 100.0
+COLUMN_WIDTH_UM = census.COLUMN_WIDTH_UM
 ROOT_ID_BASE = 864691135000000000
 NUCLEUS_ID_BASE = 200000
 
@@ -144,7 +145,7 @@ class SurrogateSource(Source):
     def _tables(self) -> dict[str, pd.DataFrame]:
         c = self.column.cells
         pos = {"pt_position_x": c["x_nm"], "pt_position_y": c["y_nm"], "pt_position_z": c["z_nm"]}
-        system = np.where(c["cell_type"].isin(INHIBITORY_TYPES), "aibs_coarse_inhibitory",
+        system = np.where(c["ei"] == "I", "aibs_coarse_inhibitory",
                           "aibs_coarse_excitatory")
         ids = np.arange(1, len(c) + 1, dtype=np.int64)
         typed = {"id": ids, "target_id": c["nucleus_id"], "pt_root_id": c["root_id"],
@@ -182,6 +183,6 @@ class SurrogateSource(Source):
     def describe(self) -> dict:
         return {
             **super().describe(), "seed": self.seed,
-            "note": "surrogate column generated from published figures (census counts, V1DD pmax/sigma); "
-                    "NOT MICrONS synapses",
+            "note": "surrogate column generated from type-level statistics fitted to the MICrONS V1 column "
+                    "(census counts, pmax per type pair, synapses per connection; V1DD sigma); NOT MICrONS synapses",
         }
