@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(df.to_csv(index=False, lineterminator="\n"))
         sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = json.loads((Path(args.graph) / "meta.json").read_text()) if (Path(args.graph) / "meta.json").exists() else {}
-    (out / "checksums.json").write_text(json.dumps({"graph_source": meta.get("source", meta), "sha256": sums},
-                                                   indent=1, sort_keys=True, default=str) + "\n")
+    fitted_to = {k: meta.get(k) for k in ("source", "snapshot", "fingerprint", "n_cells", "n_edges", "n_synapses")}
+    (out / "checksums.json").write_text(json.dumps({"fitted_to": fitted_to, "sha256": sums},
+                                                   indent=1, sort_keys=True) + "\n")
     clipped = tables["pmax_by_type"].query("p_observed > gauss_factor")
     print(f"wrote {out}: {len(tables['census'])} census rows, {len(tables['pmax_by_type'])} type pairs"
           f" ({len(clipped)} clipped at pmax 1)")
