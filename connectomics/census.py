@@ -43,6 +43,8 @@ import pandas as pd
 
 from pathlib import Path
 
+from .cell_types import CELL_TYPE_ALIASES
+
 DATA = Path(__file__).resolve().parent / "data" / "surrogate"
 
 #: Lateral width (um) of the column's square footprint in the surrogate (the column is 100 um wide).
@@ -75,7 +77,7 @@ P_OBSERVED = _FIT.pivot(index="pre_type", columns="post_type", values="p_observe
     list(PMAX_CLASSES), list(PMAX_CLASSES)]
 
 #: Other spellings of the same type (MICrONS tables call layer-5 pyramidal-tract cells both).
-TYPE_ALIASES: dict[str, str] = {"5P-PT": "5P-ET"}
+TYPE_ALIASES: dict[str, str] = CELL_TYPE_ALIASES
 
 
 def pmax_class(cell_type: str, layer: str | None = None) -> str:

@@ -68,7 +68,7 @@ import pandas as pd
 
 from . import census
 from .cache import CacheError, TableCache, sha256_of, write_json_atomic, write_parquet_atomic
-from .cell_types import METAMODEL_TYPES, check_labels, ei_class
+from .cell_types import check_labels, ei_class
 from .layers import LayerBounds, frame_um_to_nm, nm_to_frame_um
 from .schema import COLUMN_TABLES, MTYPE_TABLE, SYNAPSE_TABLE, SchemaError, conform, empty
 from .sources.base import SourceError
@@ -119,7 +119,9 @@ def read_cell_table(cells: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     for col in ("cell_type", "pt_root_id"):
         if col not in df.columns:
             raise SchemaError(f"{origin}: lacks column {col!r}; has {list(df.columns)}")
-    check_labels(df["cell_type"].reset_index(drop=True), METAMODEL_TYPES, table=origin)
+    # every type the surrogate has fitted statistics for (connectomics.census.PMAX_CLASSES)
+    check_labels(df["cell_type"].reset_index(drop=True), census.PMAX_CLASSES + tuple(census.TYPE_ALIASES),
+                 table=origin)
     pos = pos.apply(pd.to_numeric, errors="coerce").to_numpy(float) * scale
     roots = pd.to_numeric(df["pt_root_id"], errors="coerce")
     bad = np.isnan(pos).any(axis=1) | roots.isna().to_numpy()

@@ -86,7 +86,7 @@ def figure(t: pd.DataFrame, path: Path) -> None:
     w = 0.8 / len(kinds)
     for i, k in enumerate(kinds):
         ax.bar(x + (i - (len(kinds) - 1) / 2) * w, 100 * t[f"{k} mean"], w,
-               yerr=100 * t[f"{k} std"].fillna(0), label=k if k != "surrogate" else "surrogate (re-fitted)",
+               yerr=100 * t[f"{k} std"].fillna(0), label={"surrogate": "surrogate (re-fitted)", "v1dd surrogate": "surrogate before the re-fit (V1DD pmax)"}.get(k, k),
                color=colors[k], capsize=1.5)
     ax.set_xticks(x, list(t.index), rotation=60, ha="right")
     ax.set_ylabel("connection probability (%)")

@@ -175,11 +175,11 @@ def test_size_plot_says_sizes_are_unknown_instead_of_drawing_zeros(column_graph,
 
 
 def test_bionic_still_compiles_on_the_surrogate(surrogate_graph):
-    """The surrogate has no 6P-U/WM-P; its 5 white-matter 6P-CT cells now join D (by type)."""
+    """The surrogate (census fitted to the real column) has the real column's type counts."""
     col = compile_column(surrogate_graph.graph, ColumnSpec.bionic(), in_features=8)
-    assert {k: l.size for k, l in col.layers.items()} == {"A": 266, "B": 349, "C": 185, "D": 388}
+    assert {k: l.size for k, l in col.layers.items()} == {"A": 266, "B": 349, "C": 185, "D": 383}
     with torch.no_grad():
-        assert col(torch.randn(2, 8)).shape == (2, 388)
+        assert col(torch.randn(2, 8)).shape == (2, 383)
 
 
 def test_paper_preset_is_wired_by_the_real_column(column_graph):

@@ -127,3 +127,16 @@ def test_gauss_factor_against_monte_carlo():
     a, b = rng.uniform(0, 100, size=(2, 400_000, 2))
     mc = np.exp(-((a - b) ** 2).sum(-1) / (2 * 110.0**2)).mean()
     assert abs(gauss_factor(110.0, 100.0) - mc) < 2e-3
+
+
+def test_fitted_tables_are_rederived_byte_for_byte(column_graph, tmp_path):
+    """scripts/fit_surrogate.py on the bundled real column rewrites the shipped tables exactly."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import fit_surrogate
+
+    assert fit_surrogate.main(["--graph", str(column_graph.folder), "--out", str(tmp_path)]) == 0
+    for name in ("census.csv", "pmax_by_type.csv", "synapses_per_connection.csv", "checksums.json"):
+        assert (tmp_path / name).read_bytes() == (census.DATA / name).read_bytes(), name
