@@ -89,6 +89,15 @@ def _schema_of(df: pd.DataFrame) -> dict[str, str]:
     return {c: str(t) for c, t in df.dtypes.items()}
 
 
+def parquet_schema(path: Path) -> dict[str, str]:
+    """``{column: pandas dtype}`` of a Parquet file as :func:`read_parquet_checked` reads it back
+    (the Parquet round trip can change a dtype, e.g. an object column of bools reads as ``bool``)."""
+    try:
+        return _schema_of(pq.read_schema(path).empty_table().to_pandas())
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        raise CacheError(f"{path}: not a readable Parquet file ({e})") from None
+
+
 def _caveclient_version() -> str | None:
     try:
         import caveclient
@@ -157,7 +166,9 @@ class TableCache:
         try:
             return json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as e:
-            raise CacheError(f"{self.manifest_path}: corrupt manifest ({e})") from None
+            raise CacheError(
+                f"{self.manifest_path}: corrupt manifest ({e}); run again with --refresh to rebuild it"
+            ) from None
 
     def _update_manifest(self, key: str, entry: dict | None) -> None:
         m = self.manifest()
@@ -192,7 +203,7 @@ class TableCache:
             "version": self.version,
             "query": query or {},
             "rows": int(len(df)),
-            "schema": _schema_of(df),
+            "schema": parquet_schema(path),
             "sha256": sha256_of(path),
             "caveclient_version": _caveclient_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -220,6 +231,17 @@ class TableCache:
             if len(df) != entry["rows"]:
                 raise CacheError(f"{path}: {len(df)} rows, the manifest says {entry['rows']}")
         return df
+
+    def reset(self) -> None:
+        """Forget every cached table here: table files, unfinished parts and the manifest, read or
+        not (a corrupt manifest is removed, never parsed). Other folders (``graph/``) are kept."""
+        if not self.dir.exists():
+            return
+        for path in self.dir.glob("*.parquet"):
+            path.unlink(missing_ok=True)
+        for folder in self.dir.glob("*.parts"):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.manifest_path.unlink(missing_ok=True)
 
     def drop(self, table: str) -> None:
         self.path(table).unlink(missing_ok=True)
