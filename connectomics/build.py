@@ -26,9 +26,13 @@ DEFAULT_CACHE = "data_cache"
 
 def make_source(kind: str = "surrogate", *, path: str | None = None, version: int = 1300, seed: int = 0,
                 datastack: str = "minnie65_public", auth_token: str | None = None,
-                token_file: str | None = None, fraction: float = 1.0) -> Source:
-    """A source by name: ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH``,
+                token_file: str | None = None, fraction: float = 1.0,
+                resolution_nm: tuple[float, float, float] | None = None) -> Source:
+    """A source by name: ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH``
+    (positions in ``resolution_nm`` nm per unit if given, see :mod:`connectomics.sources.snapshot`),
     ``volume`` (``path`` = the cell table, ``seed``, ``fraction``; see :mod:`connectomics.volume`)."""
+    if resolution_nm is not None and kind != "snapshot":
+        raise ValueError(f"--resolution is for --source snapshot, not {kind}")
     if kind == "surrogate":
         from .sources.surrogate import SurrogateSource
 
@@ -38,7 +42,7 @@ def make_source(kind: str = "surrogate", *, path: str | None = None, version: in
             raise ValueError("--source snapshot needs a PATH: --source snapshot DIR")
         from .sources.snapshot import SnapshotSource
 
-        return SnapshotSource(path, datastack=datastack, version=version)
+        return SnapshotSource(path, datastack=datastack, version=version, resolution_nm=resolution_nm)
     if kind == "cave":
         from .sources.cave import CaveSource
 
@@ -65,7 +69,7 @@ def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, out: 
                 refresh: bool = False, progress: bool = True,
                 bounds: LayerBounds | None = None) -> BuildResult:
     """Pull the tables of ``source`` (cached), build both graphs and write them (see module doc)."""
-    cache = TableCache(cache_root, source.namespace, source.version)
+    cache = TableCache(cache_root, source.namespace, source.cache_version)
     had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES)
     tables = pull_column_tables(source, cache, refresh=refresh, progress=progress)
     nodes = assemble_cells(tables, bounds)

@@ -172,7 +172,7 @@ def build_with_engine(source, cache_root: str | Path, *, engine: str = "local", 
         raise ValueError(f"unknown engine {engine!r}: use local or dask")
     if scheduler and engine != "dask":
         raise ValueError("--scheduler needs --engine dask")
-    cache = TableCache(cache_root, source.namespace, source.version)
+    cache = TableCache(cache_root, source.namespace, source.cache_version)
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(dask_client(scheduler, n_workers=n_workers)) if engine == "dask" else None

@@ -31,13 +31,14 @@ def pull_column_tables(
 ) -> dict[str, pd.DataFrame]:
     """Every table of :data:`COLUMN_TABLES`, from the cache when present, else from ``source``.
 
-    A second call reads the cache and queries nothing (unless ``refresh``). Synapses are pulled
+    A second call reads the cache and queries nothing (unless ``refresh``, which first empties the
+    cache folder, a corrupt manifest included: see :meth:`TableCache.reset`). Synapses are pulled
     last, restricted to the column's root ids, in resumable batches.
     """
     tables: dict[str, pd.DataFrame] = {}
+    if refresh:  # never reads the manifest it replaces, so a corrupt one is recovered too
+        cache.reset()
     for table in COLUMN_TABLES:
-        if refresh:
-            cache.drop(table)
         if cache.has(table):
             tables[table] = cache.read(table)
             continue

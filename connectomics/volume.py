@@ -490,17 +490,16 @@ def ensure_tables(source: "VolumeSource", cache: TableCache, *, client=None, ref
     """The canonical cell tables (written to ``cache`` if absent) and the synapse partition files
     (generated where missing)."""
     tables = {}
+    if refresh:  # a corrupt manifest is removed, not read
+        cache.reset()
+        drop_partitions(cache)
     for table in COLUMN_TABLES:
         if table == SYNAPSE_TABLE:
             continue
-        if refresh:
-            cache.drop(table)
         if not cache.has(table):
             cache.write(table, source.fetch_table(table, progress=progress), source=source.kind,
                         datastack=source.namespace, query=source.describe())
         tables[table] = cache.read(table)
-    if refresh:
-        drop_partitions(cache)
     try:
         files = partition_files(cache)
         entry = cache.manifest()[SYNAPSE_TABLE]

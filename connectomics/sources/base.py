@@ -27,6 +27,14 @@ class Source(ABC):
     namespace: str
     #: materialization version, or the surrogate's seed
     version: int
+    #: how the tables came to be, for messages: "pulled from CAVE", "generated", ...
+    provenance: str = "fetched"
+
+    @property
+    def cache_version(self) -> int | str:
+        """The cache folder's version key (``<cache>/<namespace>/v<cache_version>``): the version,
+        or for a source read from files the version and the files' fingerprint."""
+        return self.version
 
     @abstractmethod
     def fetch_table(
