@@ -8,27 +8,24 @@ Layout::
 
 ``namespace`` is the datastack (``minnie65_public``) or ``surrogate``; ``version`` the
 materialization version or the surrogate's seed. Each file is written to a temporary name in the
-same folder, fsynced, then renamed, so a reader never sees half a file. The manifest records per
+same folder, fsynced, then renamed (:mod:`connectomics.atomic_io`), so a reader never sees half a file. The manifest records per
 table: source, datastack, version, query and filters, rows, schema, sha256, caveclient version and
 creation time. A file whose checksum or schema disagrees with its manifest entry is refused.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic_io import atomic_path, sha256_of, write_json_atomic  # noqa: F401 - re-exported
 from .schema import SCHEMAS, conform, validate
 
 MANIFEST = "manifest.json"
@@ -36,40 +33,6 @@ MANIFEST = "manifest.json"
 
 class CacheError(RuntimeError):
     """A cache file is missing from the manifest, corrupt, or disagrees with it."""
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:

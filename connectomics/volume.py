@@ -67,7 +67,8 @@ import numpy as np
 import pandas as pd
 
 from . import census
-from .cache import CacheError, TableCache, sha256_of, write_json_atomic, write_parquet_atomic
+from .atomic_io import sha256_of, write_json_atomic
+from .cache import CacheError, TableCache, write_parquet_atomic
 from .cell_types import COARSE_TYPES, check_labels, ei_class
 from .layers import LayerBounds, frame_um_to_nm, nm_to_frame_um
 from .schema import COLUMN_TABLES, MTYPE_TABLE, SYNAPSE_TABLE, SchemaError, conform, empty
