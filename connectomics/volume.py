@@ -71,13 +71,13 @@ from .atomic_io import sha256_of, write_json_atomic
 from .cache import CacheError, TableCache, write_parquet_atomic
 from .cell_types import COARSE_TYPES, check_labels, ei_class
 from .layers import LayerBounds, frame_um_to_nm, nm_to_frame_um
+from .positions import NM, VOXEL_NM, has_position, position_nm
 from .schema import COLUMN_TABLES, MTYPE_TABLE, SYNAPSE_TABLE, SchemaError, conform, empty
 from .sources.base import SourceError
 from .sources.surrogate import SurrogateSource, _layer_bands
 
 #: bump when the sampling changes: it is part of the cache version
 GENERATOR_VERSION = 1
-VOXEL_NM = (4.0, 4.0, 40.0)
 CENSUS_EXCITATORY = sum(n for _, t, _, n in census.CENSUS if ei_class(t) == "E")   # 1,188
 CENSUS_INHIBITORY = sum(n for _, t, _, n in census.CENSUS if ei_class(t) == "I")   # 163
 INH_ROOT_ID_BASE = 864691190000000000
@@ -108,12 +108,10 @@ def read_cell_table(cells: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         except Exception as e:  # noqa: BLE001 - one clear line
             raise SourceError(f"{path}: cannot read the cell table ({e})") from None
-    if {"pt_position_x", "pt_position_y", "pt_position_z"} <= set(df.columns):
-        pos = df[["pt_position_x", "pt_position_y", "pt_position_z"]]
-        scale = np.ones(3)
+    if has_position(df, "pt_position"):
+        prefix, resolution = "pt_position", NM
     elif {"pt_x", "pt_y", "pt_z"} <= set(df.columns):
-        pos = df[["pt_x", "pt_y", "pt_z"]]
-        scale = np.asarray(VOXEL_NM)
+        prefix, resolution = "pt", VOXEL_NM
     else:
         raise SchemaError(f"{origin}: needs pt_x/pt_y/pt_z (voxels) or pt_position_x/y/z (nm); "
                           f"has {list(df.columns)}")
@@ -121,7 +119,7 @@ def read_cell_table(cells: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             raise SchemaError(f"{origin}: lacks column {col!r}; has {list(df.columns)}")
     check_labels(df["cell_type"].reset_index(drop=True), COARSE_TYPES, table=origin)
-    pos = pos.apply(pd.to_numeric, errors="coerce").to_numpy(float) * scale
+    pos = position_nm(df.reset_index(drop=True), prefix, resolution, origin=origin)
     roots = pd.to_numeric(df["pt_root_id"], errors="coerce")
     bad = np.isnan(pos).any(axis=1) | roots.isna().to_numpy()
     if bad.any():

@@ -30,13 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..cache import PartStore
-from ..schema import SCHEMAS, SYNAPSE_TABLE, SchemaError, conform
+from ..positions import VOXEL_NM, split_positions_nm
+from ..schema import SCHEMAS, SYNAPSE_TABLE, conform
 from .base import Source, SourceError
 
 _SUFFIXES = (".parquet", ".csv.gz", ".csv")
 _POS_PREFIXES = ("pt_position", "ctr_pt_position", "pre_pt_position", "post_pt_position")
 #: nm per unit (x, y, z) of a dump that says nothing: CAVE's voxels
-DEFAULT_RESOLUTION_NM = (4.0, 4.0, 40.0)
+DEFAULT_RESOLUTION_NM = VOXEL_NM
 #: Units a position column is commonly in, tried when a table's depths fall outside the volume.
 COMMON_RESOLUTIONS_NM: dict[str, tuple[float, float, float]] = {
     "nm": (1.0, 1.0, 1.0), "4x4x40 nm voxels": (4.0, 4.0, 40.0), "8x8x40 nm voxels": (8.0, 8.0, 40.0),
@@ -95,27 +96,6 @@ def _table_files(root: Path, table: str) -> list[Path]:
         if files:
             return files
     return []
-
-
-def _split_positions(df: pd.DataFrame, path: Path, resolution: np.ndarray) -> pd.DataFrame:
-    """Split ``"[x y z]"`` position columns and scale voxel positions to nm."""
-    for prefix in _POS_PREFIXES:
-        if prefix in df.columns and f"{prefix}_x" not in df.columns:
-            text = df[prefix].astype(str).str.strip("[]() ").str.replace(",", " ")
-            parts = text.str.split(expand=True)
-            if parts.shape[1] != 3:
-                raise SchemaError(f"{path}: column {prefix!r} does not hold 3 coordinates per row")
-            for i, a in enumerate("xyz"):
-                vals = pd.to_numeric(parts[i], errors="coerce")
-                if vals.isna().any():
-                    row = int(vals.isna().to_numpy().nonzero()[0][0])
-                    raise SchemaError(f"{path}: row {row}: {prefix} {df[prefix].iloc[row]!r} is not 3 numbers")
-                df[f"{prefix}_{a}"] = vals
-        for i, a in enumerate("xyz"):
-            col = f"{prefix}_{a}"
-            if col in df.columns:
-                df[col] = pd.to_numeric(df[col], errors="coerce") * float(resolution[i])
-    return df
 
 
 def _median_depth_um(df: pd.DataFrame) -> float:
@@ -211,7 +191,7 @@ class SnapshotSource(Source):
     def _conform(self, df: pd.DataFrame, table: str, path: Path, offset: int) -> pd.DataFrame:
         df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed")])
         df.index = pd.RangeIndex(offset, offset + len(df))
-        df = _split_positions(df, path, self.resolution_of(path))
+        df = split_positions_nm(df, _POS_PREFIXES, self.resolution_of(path), origin=str(path))
         if table == SYNAPSE_TABLE and "size" in df.columns:
             df["size"] = pd.to_numeric(df["size"], errors="coerce").round()
         return conform(df, table, origin=str(path))
