@@ -573,6 +573,18 @@ class VolumeSource(SurrogateSource):
         keep = np.isin(s["pre_pt_root_id"], root_ids) & np.isin(s["post_pt_root_id"], root_ids)
         return conform(s[keep], SYNAPSE_TABLE, origin="volume")
 
+    def pull_tables(self, cache: TableCache, *, refresh: bool = False, progress: bool = True,
+                    client=None) -> tuple[dict[str, pd.DataFrame], list[Path], bool]:
+        """The cell tables and the partitioned synapse files (:func:`ensure_tables`; generated on
+        ``client``'s Dask workers when given), and whether all were cached already."""
+        try:
+            partition_files(cache, verify=False)     # ensure_tables verifies the checksums
+            had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES if t != SYNAPSE_TABLE)
+        except (CacheError, KeyError):
+            had_all = False
+        tables, files = ensure_tables(self, cache, client=client, refresh=refresh, progress=progress)
+        return tables, files, had_all
+
     def describe(self) -> dict:
         return {
             "source": self.kind, "datastack": self.namespace, "version": self.version, "seed": self.seed,

@@ -83,14 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         source = make_source(args.kind, path=args.path, version=args.version, seed=args.seed,
                              datastack=args.datastack, token_file=args.token_file, fraction=args.fraction,
                              resolution_nm=tuple(args.resolution) if args.resolution else None)
-        if args.kind == "volume" or args.engine == "dask":
-            from connectomics.dask_engine import build_with_engine
-
-            res = build_with_engine(source, args.cache, engine=args.engine, scheduler=args.scheduler,
-                                    n_workers=args.workers, out=args.out, refresh=args.refresh,
-                                    progress=not args.quiet)
-        else:
-            res = build_graph(source, args.cache, out=args.out, refresh=args.refresh, progress=not args.quiet)
+        res = build_graph(source, args.cache, engine=args.engine, scheduler=args.scheduler,
+                          n_workers=args.workers, out=args.out, refresh=args.refresh, progress=not args.quiet)
         print(summary(res.graph))
         if args.plots:
             from connectomics.plot import save_graph_plots
