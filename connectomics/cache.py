@@ -4,22 +4,28 @@ Layout::
 
     <root>/<namespace>/v<version>/<table>.parquet
     <root>/<namespace>/v<version>/<table>.parts/part-<key>.parquet   (batches of a pull in progress)
+    <root>/<namespace>/v<version>/<table>/part-<nnnnn>.parquet       (a partitioned table)
     <root>/<namespace>/v<version>/manifest.json
 
 ``namespace`` is the datastack (``minnie65_public``) or ``surrogate``; ``version`` the
-materialization version or the surrogate's seed. Each file is written to a temporary name in the
-same folder, fsynced, then renamed (:mod:`connectomics.atomic_io`), so a reader never sees half a file. The manifest records per
+materialization version or the surrogate's seed (a snapshot's also holds its files' fingerprint).
+Each file is written to a temporary name in the same folder, fsynced, then renamed
+(:mod:`connectomics.atomic_io`), so a reader never sees half a file. The manifest records per
 table: source, datastack, version, query and filters, rows, schema, sha256, caveclient version and
-creation time. A file whose checksum or schema disagrees with its manifest entry is refused.
+creation time. A partitioned table (too large for one file: the volume's synapses) has one
+manifest entry per part (``<table>/part-<nnnnn>``) and one for the table that lists its parts once
+all are written. A file whose checksum or schema disagrees with its manifest entry is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -133,13 +139,18 @@ class TableCache:
                 f"{self.manifest_path}: corrupt manifest ({e}); run again with --refresh to rebuild it"
             ) from None
 
-    def _update_manifest(self, key: str, entry: dict | None) -> None:
+    def update_manifest(self, entries: Mapping[str, dict | None]) -> None:
+        """Set (or, for None, remove) manifest entries, rewriting the manifest atomically."""
         m = self.manifest()
-        if entry is None:
-            m.pop(key, None)
-        else:
-            m[key] = entry
+        for key, entry in entries.items():
+            if entry is None:
+                m.pop(key, None)
+            else:
+                m[key] = entry
         write_json_atomic(self.manifest_path, m)
+
+    def _update_manifest(self, key: str, entry: dict | None) -> None:
+        self.update_manifest({key: entry})
 
     # -- tables -----------------------------------------------------------------------------
     def path(self, table: str) -> Path:
@@ -204,9 +215,71 @@ class TableCache:
             path.unlink(missing_ok=True)
         for folder in self.dir.glob("*.parts"):
             shutil.rmtree(folder, ignore_errors=True)
+        for table in SCHEMAS:  # partitioned tables
+            shutil.rmtree(self.dir / table, ignore_errors=True)
         self.manifest_path.unlink(missing_ok=True)
 
     def drop(self, table: str) -> None:
         self.path(table).unlink(missing_ok=True)
         self.parts(table).clear()
         self._update_manifest(table, None)
+
+    # -- partitioned tables -------------------------------------------------------------------
+    def partition_path(self, table: str, b: int) -> Path:
+        """File of partition ``b`` of ``table``."""
+        return self.dir / f"{partition_key(table, b)}.parquet"
+
+    def record_partitioned(self, table: str, parts: Sequence[dict], *, source: str,
+                           query: dict | None = None, datastack: str | None = None) -> None:
+        """Record ``table`` as complete: ``parts`` are the manifest entries of its partitions
+        0..n-1 (as :func:`write_partition_file` returns them), already in the manifest."""
+        digest = hashlib.sha256("".join(e["sha256"] for e in parts).encode()).hexdigest()
+        self.update_manifest({table: {
+            "file": f"{table}/", "partitioned": True,
+            "parts": [partition_key(table, b) for b in range(len(parts))],
+            "rows": int(sum(e["rows"] for e in parts)), "schema": dict(parts[0]["schema"]),
+            "sha256": digest, "source": source, "datastack": datastack or self.namespace,
+            "version": self.version, "query": query or {},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }})
+
+    def partition_files(self, table: str, verify: bool = True) -> list[Path]:
+        """The files of the complete partitioned ``table``, checked against the manifest."""
+        m = self.manifest()
+        entry = m.get(table)
+        if entry is None or not entry.get("partitioned"):
+            raise CacheError(f"{self.dir / table}: no complete partitioned {table} in the manifest")
+        files = []
+        for key in entry["parts"]:
+            p = self.dir / f"{key}.parquet"
+            e = m.get(key)
+            if e is None or not p.exists():
+                raise CacheError(f"{p}: partition missing (file or manifest entry)")
+            if verify and sha256_of(p) != e["sha256"]:
+                raise CacheError(f"{p}: checksum does not match the manifest; delete it or rebuild with --refresh")
+            files.append(p)
+        return files
+
+    def drop_partitions(self, table: str) -> None:
+        """Remove the partitioned ``table``: its folder and its manifest entries."""
+        shutil.rmtree(self.dir / table, ignore_errors=True)
+        m = self.manifest()
+        self.update_manifest({k: None for k in m if k == table or k.startswith(table + "/")})
+
+
+def partition_key(table: str, b: int) -> str:
+    """Manifest key of partition ``b`` of ``table``; also its path (less ``.parquet``) in the cache."""
+    return f"{table}/part-{b:05d}"
+
+
+def write_partition_file(folder: str | os.PathLike, table: str, b: int, df: pd.DataFrame, **extra) -> dict:
+    """Write partition ``b`` of ``table`` atomically into the cache folder ``folder``; return its
+    manifest entry (file, rows, schema as read back, sha256, creation time, and ``extra``) for
+    :meth:`TableCache.update_manifest`. Needs no :class:`TableCache`, so it runs as a Dask task."""
+    path = Path(folder) / f"{partition_key(table, b)}.parquet"
+    write_parquet_atomic(df, path)
+    return {
+        "file": f"{partition_key(table, b)}.parquet", "rows": int(len(df)), "schema": parquet_schema(path),
+        "sha256": sha256_of(path), **extra,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -203,3 +203,27 @@ def test_reset_removes_a_corrupt_manifest(tmp_path):
     cache.reset()
     assert cache.manifest() == {} and not cache.path(SYNAPSE_TABLE).exists()
     assert (cache.dir / "graph").is_dir()
+
+
+def test_one_store_holds_partitioned_tables(tmp_path):
+    """TableCache keeps a table too large for one file as checksummed parts (issue 13)."""
+    from connectomics.cache import write_partition_file
+
+    cache = TableCache(tmp_path, "stack", 1)
+    frames = [conform(_synapses(3).assign(id=np.arange(3) + 3 * b), SYNAPSE_TABLE) for b in range(3)]
+    entries = [write_partition_file(cache.dir, SYNAPSE_TABLE, b, df, note=b) for b, df in enumerate(frames)]
+    assert entries[2]["note"] == 2 and entries[0]["schema"]["size"] == "int64"
+    cache.update_manifest({e["file"][:-len(".parquet")]: e for e in entries})
+    with pytest.raises(CacheError, match="no complete partitioned"):
+        cache.partition_files(SYNAPSE_TABLE)
+    cache.record_partitioned(SYNAPSE_TABLE, entries, source="test")
+    files = cache.partition_files(SYNAPSE_TABLE)
+    assert files == [cache.partition_path(SYNAPSE_TABLE, b) for b in range(3)]
+    assert cache.manifest()[SYNAPSE_TABLE]["rows"] == 9
+    pd.testing.assert_frame_equal(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True),
+                                  pd.concat(frames, ignore_index=True))
+    write_parquet_atomic(frames[0], files[1])  # tampered part
+    with pytest.raises(CacheError, match="part-00001.parquet: checksum"):
+        cache.partition_files(SYNAPSE_TABLE)
+    cache.drop_partitions(SYNAPSE_TABLE)
+    assert cache.manifest() == {} and not (cache.dir / SYNAPSE_TABLE).exists()
