@@ -42,10 +42,11 @@ def iter_parquet_batches(paths: Iterable[str | Path], batch_rows: int = 4_000_00
 
 def _columns(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if isinstance(batch, (pa.RecordBatch, pa.Table)):
-        cols = [batch.column(c).to_numpy() for c in SYNAPSE_COLUMNS]
+        # zero_copy_only=False: a count-only source stores unknown sizes as nulls -> NaN
+        cols = [batch.column(c).to_numpy(zero_copy_only=False) for c in SYNAPSE_COLUMNS]
     else:
         cols = [batch[c].to_numpy() for c in SYNAPSE_COLUMNS]
-    return cols[0].astype(np.int64, copy=False), cols[1].astype(np.int64, copy=False), cols[2]
+    return cols[0].astype(np.int64, copy=False), cols[1].astype(np.int64, copy=False), cols[2].astype(np.float64, copy=False)
 
 
 class EdgeAccumulator:

@@ -1,24 +1,25 @@
 """Tables -> cells -> graphs: the whole build, shared by the CLI, notebooks and training.
 
-``build_graph(source, cache_root)`` pulls (or reads from the cache) the column's tables, assembles
-the cells, aggregates the synapses and writes the neuron-level and cell-type graphs to
-``<cache>/<namespace>/v<version>/graph/`` (or ``out``).
+``build_graph(source, cache_root, engine=...)`` is the one build path: the source pulls (or reads
+from the cache) its tables (:meth:`~connectomics.sources.base.Source.pull_tables`), the cells are
+assembled, the synapse files aggregated by the ``local`` or ``dask`` engine
+(:mod:`connectomics.dask_engine`), and the neuron-level and cell-type graphs written to
+``<cache>/<namespace>/v<cache_version>/graph/`` (or ``out``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import aggregate_synapses
 from .cache import TableCache
 from .cells import assemble_cells
 from .graph import ConnectomeGraph, load_graph
 from .layers import LayerBounds
-from .pull import pull_column_tables
-from .schema import COLUMN_TABLES, SYNAPSE_TABLE
 from .sources.base import Source
 
 DEFAULT_CACHE = "data_cache"
@@ -26,10 +27,14 @@ DEFAULT_CACHE = "data_cache"
 
 def make_source(kind: str = "column", *, path: str | None = None, version: int = 1300, seed: int = 0,
                 datastack: str = "minnie65_public", auth_token: str | None = None,
-                token_file: str | None = None, fraction: float = 1.0) -> Source:
+                token_file: str | None = None, fraction: float = 1.0,
+                resolution_nm: tuple[float, float, float] | None = None) -> Source:
     """A source by name: ``column`` (the bundled real MICrONS V1 column, the default),
-    ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH``,
+    ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH`` (positions in
+    ``resolution_nm`` nm per unit if given, see :mod:`connectomics.sources.snapshot`),
     ``volume`` (``path`` = the cell table, ``seed``, ``fraction``; see :mod:`connectomics.volume`)."""
+    if resolution_nm is not None and kind != "snapshot":
+        raise ValueError(f"--resolution is for --source snapshot, not {kind}")
     if kind == "column":
         from .sources.column import ColumnSource
 
@@ -43,7 +48,7 @@ def make_source(kind: str = "column", *, path: str | None = None, version: int =
             raise ValueError("--source snapshot needs a PATH: --source snapshot DIR")
         from .sources.snapshot import SnapshotSource
 
-        return SnapshotSource(path, datastack=datastack, version=version)
+        return SnapshotSource(path, datastack=datastack, version=version, resolution_nm=resolution_nm)
     if kind == "cave":
         from .sources.cave import CaveSource
 
@@ -66,31 +71,60 @@ class BuildResult:
     from_cache: bool
 
 
-def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, out: str | Path | None = None,
-                refresh: bool = False, progress: bool = True,
-                bounds: LayerBounds | None = None, keep_unknown_types: bool = False) -> BuildResult:
+def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, engine: str = "local",
+                scheduler: str | None = None, n_workers: int = 2, out: str | Path | None = None,
+                refresh: bool = False, progress: bool = True, bounds: LayerBounds | None = None,
+                keep_unknown_types: bool = False) -> BuildResult:
     """Pull the tables of ``source`` (cached), build both graphs and write them (see module doc).
 
+    ``engine``: ``local`` aggregates the synapse files in this process, ``dask`` on a Dask
+    cluster (``scheduler`` address, else a ``LocalCluster`` of ``n_workers``), see
+    :mod:`connectomics.dask_engine`; both give the same edges bit for bit. The source decides how
+    its tables get into the cache (:meth:`Source.pull_tables`). ``meta["timings"]`` records the
+    seconds of each step and peak memory (MB) of this process and, with ``dask``, of each worker.
     ``keep_unknown_types``: keep cell-type labels outside the MICrONS vocabularies as-is
-    (:func:`connectomics.cells.assemble_cells`) instead of refusing them."""
-    cache = TableCache(cache_root, source.namespace, source.version)
-    had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES)
-    tables = pull_column_tables(source, cache, refresh=refresh, progress=progress)
-    nodes = assemble_cells(tables, bounds, keep_unknown_types=keep_unknown_types)
-    synapses = tables[SYNAPSE_TABLE]
-    edges = aggregate_synapses([synapses], nodes["root_id"].to_numpy(), progress=False)
+    (:func:`connectomics.cells.assemble_cells`) instead of refusing them.
+    """
+    from .dask_engine import ENGINES, aggregate_dask, aggregate_local, dask_client, peak_rss_mb
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use local or dask")
+    if scheduler and engine != "dask":
+        raise ValueError("--scheduler needs --engine dask")
+    cache = TableCache(cache_root, source.namespace, source.cache_version)
+    timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(dask_client(scheduler, n_workers=n_workers)) if engine == "dask" else None
+        t0 = time.perf_counter()
+        tables, files, had_all = source.pull_tables(cache, refresh=refresh, progress=progress, client=client)
+        timings["tables_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        nodes = assemble_cells(tables, bounds, keep_unknown_types=keep_unknown_types)
+        roots = nodes["root_id"].to_numpy()
+        if engine == "dask":
+            edges = aggregate_dask(files, roots, client)
+            workers = client.run(peak_rss_mb)
+            timings["worker_peak_mb"] = max(workers.values()) if workers else 0.0
+        else:
+            edges = aggregate_local(files, roots, progress=progress and len(files) > 1)
+        timings["aggregate_s"] = time.perf_counter() - t0
     meta = {
-        **source.describe(),
-        "cache": str(cache.dir),
-        "layer_bounds_um": list((bounds or LayerBounds()).bounds_um),
-        "n_cells": int(len(nodes)),
-        "n_synapses": int(edges["n_synapses"].sum()),
+        **source.describe(), "engine": engine,
+        "scheduler": scheduler or ("LocalCluster" if engine == "dask" else None),
+        "cache": str(cache.dir), "layer_bounds_um": list((bounds or LayerBounds()).bounds_um),
+        "n_cells": int(len(nodes)), "n_synapses": int(edges["n_synapses"].sum()), "n_edges": int(len(edges)),
         "n_edges_without_size": int(edges["summed_size"].isna().sum()),  # count-only sources: NaN
-        "n_edges": int(len(edges)),
-        "manifest": {t: {k: e[k] for k in ("sha256", "rows", "created")} for t, e in cache.manifest().items()},
+        "synapse_files": len(files),
+        "manifest": {t: {k: e[k] for k in ("sha256", "rows", "created")} for t, e in cache.manifest().items()
+                     if "/" not in t},
     }
     graph = ConnectomeGraph(nodes=nodes, edges=edges, meta=meta)
     folder = Path(out) if out else cache.dir / "graph"
+    t0 = time.perf_counter()
+    _ = graph.type_graph
+    timings["type_graph_s"] = time.perf_counter() - t0
+    timings["driver_peak_mb"] = peak_rss_mb()
+    meta["timings"] = {k: round(v, 3) for k, v in timings.items()}
     graph.save(folder)
     return BuildResult(graph=graph, folder=folder, cache=cache, from_cache=had_all)
 

@@ -4,31 +4,34 @@ Layout::
 
     <root>/<namespace>/v<version>/<table>.parquet
     <root>/<namespace>/v<version>/<table>.parts/part-<key>.parquet   (batches of a pull in progress)
+    <root>/<namespace>/v<version>/<table>/part-<nnnnn>.parquet       (a partitioned table)
     <root>/<namespace>/v<version>/manifest.json
 
 ``namespace`` is the datastack (``minnie65_public``) or ``surrogate``; ``version`` the
-materialization version or the surrogate's seed. Each file is written to a temporary name in the
-same folder, fsynced, then renamed, so a reader never sees half a file. The manifest records per
+materialization version or the surrogate's seed (a snapshot's also holds its files' fingerprint).
+Each file is written to a temporary name in the same folder, fsynced, then renamed
+(:mod:`connectomics.atomic_io`), so a reader never sees half a file. The manifest records per
 table: source, datastack, version, query and filters, rows, schema, sha256, caveclient version and
-creation time. A file whose checksum or schema disagrees with its manifest entry is refused.
+creation time. A partitioned table (too large for one file: the volume's synapses) has one
+manifest entry per part (``<table>/part-<nnnnn>``) and one for the table that lists its parts once
+all are written. A file whose checksum or schema disagrees with its manifest entry is refused.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic_io import atomic_path, sha256_of, write_json_atomic  # noqa: F401 - re-exported
 from .schema import SCHEMAS, conform, validate
 
 MANIFEST = "manifest.json"
@@ -36,40 +39,6 @@ MANIFEST = "manifest.json"
 
 class CacheError(RuntimeError):
     """A cache file is missing from the manifest, corrupt, or disagrees with it."""
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -87,6 +56,15 @@ def read_parquet_checked(path: Path, columns: list[str] | None = None) -> pd.Dat
 
 def _schema_of(df: pd.DataFrame) -> dict[str, str]:
     return {c: str(t) for c, t in df.dtypes.items()}
+
+
+def parquet_schema(path: Path) -> dict[str, str]:
+    """``{column: pandas dtype}`` of a Parquet file as :func:`read_parquet_checked` reads it back
+    (the Parquet round trip can change a dtype, e.g. an object column of bools reads as ``bool``)."""
+    try:
+        return _schema_of(pq.read_schema(path).empty_table().to_pandas())
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        raise CacheError(f"{path}: not a readable Parquet file ({e})") from None
 
 
 def _caveclient_version() -> str | None:
@@ -157,15 +135,22 @@ class TableCache:
         try:
             return json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as e:
-            raise CacheError(f"{self.manifest_path}: corrupt manifest ({e})") from None
+            raise CacheError(
+                f"{self.manifest_path}: corrupt manifest ({e}); run again with --refresh to rebuild it"
+            ) from None
+
+    def update_manifest(self, entries: Mapping[str, dict | None]) -> None:
+        """Set (or, for None, remove) manifest entries, rewriting the manifest atomically."""
+        m = self.manifest()
+        for key, entry in entries.items():
+            if entry is None:
+                m.pop(key, None)
+            else:
+                m[key] = entry
+        write_json_atomic(self.manifest_path, m)
 
     def _update_manifest(self, key: str, entry: dict | None) -> None:
-        m = self.manifest()
-        if entry is None:
-            m.pop(key, None)
-        else:
-            m[key] = entry
-        write_json_atomic(self.manifest_path, m)
+        self.update_manifest({key: entry})
 
     # -- tables -----------------------------------------------------------------------------
     def path(self, table: str) -> Path:
@@ -192,7 +177,7 @@ class TableCache:
             "version": self.version,
             "query": query or {},
             "rows": int(len(df)),
-            "schema": _schema_of(df),
+            "schema": parquet_schema(path),
             "sha256": sha256_of(path),
             "caveclient_version": _caveclient_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -221,7 +206,80 @@ class TableCache:
                 raise CacheError(f"{path}: {len(df)} rows, the manifest says {entry['rows']}")
         return df
 
+    def reset(self) -> None:
+        """Forget every cached table here: table files, unfinished parts and the manifest, read or
+        not (a corrupt manifest is removed, never parsed). Other folders (``graph/``) are kept."""
+        if not self.dir.exists():
+            return
+        for path in self.dir.glob("*.parquet"):
+            path.unlink(missing_ok=True)
+        for folder in self.dir.glob("*.parts"):
+            shutil.rmtree(folder, ignore_errors=True)
+        for table in SCHEMAS:  # partitioned tables
+            shutil.rmtree(self.dir / table, ignore_errors=True)
+        self.manifest_path.unlink(missing_ok=True)
+
     def drop(self, table: str) -> None:
         self.path(table).unlink(missing_ok=True)
         self.parts(table).clear()
         self._update_manifest(table, None)
+
+    # -- partitioned tables -------------------------------------------------------------------
+    def partition_path(self, table: str, b: int) -> Path:
+        """File of partition ``b`` of ``table``."""
+        return self.dir / f"{partition_key(table, b)}.parquet"
+
+    def record_partitioned(self, table: str, parts: Sequence[dict], *, source: str,
+                           query: dict | None = None, datastack: str | None = None) -> None:
+        """Record ``table`` as complete: ``parts`` are the manifest entries of its partitions
+        0..n-1 (as :func:`write_partition_file` returns them), already in the manifest."""
+        digest = hashlib.sha256("".join(e["sha256"] for e in parts).encode()).hexdigest()
+        self.update_manifest({table: {
+            "file": f"{table}/", "partitioned": True,
+            "parts": [partition_key(table, b) for b in range(len(parts))],
+            "rows": int(sum(e["rows"] for e in parts)), "schema": dict(parts[0]["schema"]),
+            "sha256": digest, "source": source, "datastack": datastack or self.namespace,
+            "version": self.version, "query": query or {},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }})
+
+    def partition_files(self, table: str, verify: bool = True) -> list[Path]:
+        """The files of the complete partitioned ``table``, checked against the manifest."""
+        m = self.manifest()
+        entry = m.get(table)
+        if entry is None or not entry.get("partitioned"):
+            raise CacheError(f"{self.dir / table}: no complete partitioned {table} in the manifest")
+        files = []
+        for key in entry["parts"]:
+            p = self.dir / f"{key}.parquet"
+            e = m.get(key)
+            if e is None or not p.exists():
+                raise CacheError(f"{p}: partition missing (file or manifest entry)")
+            if verify and sha256_of(p) != e["sha256"]:
+                raise CacheError(f"{p}: checksum does not match the manifest; delete it or rebuild with --refresh")
+            files.append(p)
+        return files
+
+    def drop_partitions(self, table: str) -> None:
+        """Remove the partitioned ``table``: its folder and its manifest entries."""
+        shutil.rmtree(self.dir / table, ignore_errors=True)
+        m = self.manifest()
+        self.update_manifest({k: None for k in m if k == table or k.startswith(table + "/")})
+
+
+def partition_key(table: str, b: int) -> str:
+    """Manifest key of partition ``b`` of ``table``; also its path (less ``.parquet``) in the cache."""
+    return f"{table}/part-{b:05d}"
+
+
+def write_partition_file(folder: str | os.PathLike, table: str, b: int, df: pd.DataFrame, **extra) -> dict:
+    """Write partition ``b`` of ``table`` atomically into the cache folder ``folder``; return its
+    manifest entry (file, rows, schema as read back, sha256, creation time, and ``extra``) for
+    :meth:`TableCache.update_manifest`. Needs no :class:`TableCache`, so it runs as a Dask task."""
+    path = Path(folder) / f"{partition_key(table, b)}.parquet"
+    write_parquet_atomic(df, path)
+    return {
+        "file": f"{partition_key(table, b)}.parquet", "rows": int(len(df)), "schema": parquet_schema(path),
+        "sha256": sha256_of(path), **extra,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -18,9 +18,10 @@ Both engines give the same neuron-level edges, bit for bit (sorted by (pre, post
 integers and summed sizes are sums of integer sizes, exact in float64 whatever the order), and the
 cell-type/layer graph is computed from them by :func:`connectomics.graph.type_graph` in both.
 
-:func:`build_with_engine` is the whole build (tables -> cells -> graphs on disk) for the
-``volume`` source (partitioned synapses, generated on the Dask workers too with ``dask``) and for
-any other source (its single ``synapses_pni_2.parquet`` is the one input file).
+The whole build (tables -> cells -> graphs on disk) is :func:`connectomics.build.build_graph`
+with ``engine="local"`` or ``"dask"``, for every source: the ``volume`` source's tables are
+partitioned synapse files (generated on the Dask workers too with ``dask``), any other source's
+its single ``synapses_pni_2.parquet``. :func:`build_with_engine` is the same function.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -36,9 +36,6 @@ import numpy as np
 import pandas as pd
 
 from .aggregate import SYNAPSE_COLUMNS, EdgeAccumulator, aggregate_synapses, iter_parquet_batches
-from .cache import TableCache
-from .graph import ConnectomeGraph
-from .layers import LayerBounds
 
 ENGINES = ("local", "dask")
 PARTIAL_COLUMNS = {"code": "int64", "n_synapses": "int64", "summed_size": "float64"}
@@ -155,66 +152,8 @@ def peak_rss_mb() -> float:
 # ------------------------------------------------------------------------------------------------
 # the build
 # ------------------------------------------------------------------------------------------------
-def build_with_engine(source, cache_root: str | Path, *, engine: str = "local", scheduler: str | None = None,
-                      n_workers: int = 2, out: str | Path | None = None, refresh: bool = False,
-                      progress: bool = True, bounds: LayerBounds | None = None,
-                      keep_unknown_types: bool = False):
-    """Tables -> cells -> graphs with ``engine`` (see module docstring); the same files and
-    :class:`connectomics.build.BuildResult` as :func:`connectomics.build.build_graph`.
-    ``meta["timings"]`` records the seconds of each step and peak memory (MB) of this process
-    and, with ``dask``, of each worker."""
-    from .build import BuildResult
-    from .cells import assemble_cells
-    from .pull import pull_column_tables
-    from .schema import COLUMN_TABLES, SYNAPSE_TABLE
-    from .volume import VolumeSource, ensure_tables, partition_files
+def build_with_engine(source, cache_root: str | Path, **kw):
+    """The same as :func:`connectomics.build.build_graph` (the one build path; kept as a name)."""
+    from .build import build_graph
 
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}: use local or dask")
-    if scheduler and engine != "dask":
-        raise ValueError("--scheduler needs --engine dask")
-    cache = TableCache(cache_root, source.namespace, source.version)
-    timings: dict[str, float] = {}
-    with contextlib.ExitStack() as stack:
-        client = stack.enter_context(dask_client(scheduler, n_workers=n_workers)) if engine == "dask" else None
-        t0 = time.perf_counter()
-        if isinstance(source, VolumeSource):
-            try:
-                partition_files(cache, verify=False)     # ensure_tables verifies the checksums
-                had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES if t != SYNAPSE_TABLE)
-            except Exception:  # noqa: BLE001 - not (all) cached
-                had_all = False
-            tables, files = ensure_tables(source, cache, client=client, refresh=refresh, progress=progress)
-        else:
-            had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES)
-            tables = pull_column_tables(source, cache, refresh=refresh, progress=progress)
-            tables.pop(SYNAPSE_TABLE, None)
-            files = [cache.path(SYNAPSE_TABLE)]
-        timings["tables_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        nodes = assemble_cells(tables, bounds, keep_unknown_types=keep_unknown_types)
-        roots = nodes["root_id"].to_numpy()
-        if engine == "dask":
-            edges = aggregate_dask(files, roots, client)
-            workers = client.run(peak_rss_mb)
-            timings["worker_peak_mb"] = max(workers.values()) if workers else 0.0
-        else:
-            edges = aggregate_local(files, roots, progress=progress)
-        timings["aggregate_s"] = time.perf_counter() - t0
-    meta = {
-        **source.describe(), "engine": engine, "scheduler": scheduler or ("LocalCluster" if engine == "dask" else None),
-        "cache": str(cache.dir), "layer_bounds_um": list((bounds or LayerBounds()).bounds_um),
-        "n_cells": int(len(nodes)), "n_synapses": int(edges["n_synapses"].sum()), "n_edges": int(len(edges)),
-        "synapse_files": len(files),
-        "manifest": {t: {k: e[k] for k in ("sha256", "rows", "created")} for t, e in cache.manifest().items()
-                     if "/" not in t},
-    }
-    graph = ConnectomeGraph(nodes=nodes, edges=edges, meta=meta)
-    folder = Path(out) if out else cache.dir / "graph"
-    t0 = time.perf_counter()
-    _ = graph.type_graph
-    timings["type_graph_s"] = time.perf_counter() - t0
-    timings["driver_peak_mb"] = peak_rss_mb()
-    meta["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    graph.save(folder)
-    return BuildResult(graph=graph, folder=folder, cache=cache, from_cache=had_all)
+    return build_graph(source, cache_root, **kw)

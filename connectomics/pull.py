@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -27,32 +29,35 @@ def _filters(table: str, column: pd.DataFrame) -> dict | None:
 
 
 def pull_column_tables(
-    source: Source, cache: TableCache, *, refresh: bool = False, progress: bool = True
+    source: Source, cache: TableCache, *, tables: Sequence[str] = COLUMN_TABLES, refresh: bool = False,
+    progress: bool = True,
 ) -> dict[str, pd.DataFrame]:
-    """Every table of :data:`COLUMN_TABLES`, from the cache when present, else from ``source``.
+    """Every table of ``tables`` (default :data:`COLUMN_TABLES`, in that order: the column table
+    first), from the cache when present, else from ``source``.
 
-    A second call reads the cache and queries nothing (unless ``refresh``). Synapses are pulled
+    A second call reads the cache and queries nothing (unless ``refresh``, which first empties the
+    cache folder, a corrupt manifest included: see :meth:`TableCache.reset`). Synapses are pulled
     last, restricted to the column's root ids, in resumable batches.
     """
-    tables: dict[str, pd.DataFrame] = {}
-    for table in COLUMN_TABLES:
-        if refresh:
-            cache.drop(table)
+    pulled: dict[str, pd.DataFrame] = {}
+    if refresh:  # never reads the manifest it replaces, so a corrupt one is recovered too
+        cache.reset()
+    for table in tables:
         if cache.has(table):
-            tables[table] = cache.read(table)
+            pulled[table] = cache.read(table)
             continue
         if table == SYNAPSE_TABLE:
-            roots = np.sort(tables[COLUMN_TABLE]["pt_root_id"].to_numpy(dtype=np.int64))
+            roots = np.sort(pulled[COLUMN_TABLE]["pt_root_id"].to_numpy(dtype=np.int64))
             parts = cache.parts(table)
             df = source.fetch_synapses(roots, parts=parts, progress=progress)
             query = {"pre_ids": "column root ids", "post_ids": "column root ids", "n_cells": len(roots)}
         else:
-            flt = _filters(table, tables[COLUMN_TABLE]) if table != COLUMN_TABLE else None
+            flt = _filters(table, pulled[COLUMN_TABLE]) if table != COLUMN_TABLE else None
             df = source.fetch_table(table, filter_in=flt, progress=progress)
             query = {"filter_in": {k: f"{len(v)} values" for k, v in (flt or {}).items()}}
         cache.write(table, df, source=source.kind, datastack=source.namespace,
                     query={**source.describe(), **query})
         if table == SYNAPSE_TABLE:
             cache.parts(table).clear()
-        tables[table] = cache.read(table, verify=False)
-    return tables
+        pulled[table] = cache.read(table, verify=False)
+    return pulled

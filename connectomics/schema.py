@@ -6,7 +6,9 @@ Ids are int64; positions are float64 nanometres split into ``_x/_y/_z`` columns 
 ``split_positions=True`` with ``desired_resolution=[1, 1, 1]``); labels are strings. A synapse's
 ``size`` (voxels) is float64 so that a source without per-synapse sizes (the bundled ``column``
 snapshot holds counts only) can say so: NaN = unknown, never invented; likewise its
-``ctr_pt_position_*``.
+``ctr_pt_position_*``. The
+proofreading flags ``status_dendrite`` / ``status_axon`` are nullable booleans (pandas
+``boolean``: caveclient >= 8 returns them typed; older dumps' text is mapped by :data:`BOOL_TEXT`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import pandas as pd
 INT = "int64"
 FLOAT = "float64"
 STR = "object"
+#: nullable boolean (pandas ``BooleanDtype``; Parquet ``bool`` with nulls)
+BOOL = "boolean"
+
+#: Text forms of a boolean flag: Postgres/CSV dumps (``t``/``f``, ``True``/``False``, ``1``/``0``)
+#: and the older public proofreading table (``non``: not proofread; ``clean``/``extended``: proofread).
+BOOL_TEXT: dict[str, bool] = {
+    "t": True, "true": True, "1": True, "yes": True, "clean": True, "extended": True,
+    "f": False, "false": False, "0": False, "no": False, "non": False,
+}
 
 NUCLEUS_TABLE = "nucleus_detection_v0"
 CELL_TYPE_TABLE = "aibs_metamodel_celltypes_v661"
@@ -43,7 +54,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     MTYPE_TABLE: dict(_CELL_TYPE_COLUMNS),
     PROOFREADING_TABLE: {
         "id": INT, "pt_root_id": INT, "valid_id": INT,
-        "status_dendrite": STR, "status_axon": STR,
+        "status_dendrite": BOOL, "status_axon": BOOL,
         "strategy_dendrite": STR, "strategy_axon": STR,
     },
     SYNAPSE_TABLE: {
@@ -97,6 +108,9 @@ def conform(df: pd.DataFrame, table: str, *, origin: str | None = None) -> pd.Da
         if dtype == STR:
             out[col] = s.astype(object).where(s.notna(), None)
             continue
+        if dtype == BOOL:
+            out[col] = _to_bool(s, col, table, where)
+            continue
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
             conv = pd.to_numeric(s, errors="coerce")
             bad = conv.isna() & s.notna()
@@ -121,6 +135,26 @@ def conform(df: pd.DataFrame, table: str, *, origin: str | None = None) -> pd.Da
         else:
             out[col] = s.astype(FLOAT)
     return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+
+
+def _to_bool(s: pd.Series, col: str, table: str, where: str) -> pd.Series:
+    """``s`` as a nullable boolean: bools and 0/1 as they are, text through :data:`BOOL_TEXT`."""
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        try:
+            return s.astype(BOOL)
+        except (TypeError, ValueError):
+            pass  # e.g. 2.0: reported below
+    values: list = []
+    for row, v in s.items():
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            values.append(pd.NA)
+        elif isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, float, np.number)) and v in (0, 1)):
+            values.append(bool(v))
+        elif str(v).strip().lower() in BOOL_TEXT:
+            values.append(BOOL_TEXT[str(v).strip().lower()])
+        else:
+            raise SchemaError(f"{where}table {table!r}: column {col!r} must be a boolean, row {row} holds {v!r}")
+    return pd.Series(values, index=s.index, dtype=BOOL)
 
 
 def validate(df: pd.DataFrame, table: str, *, origin: str | None = None, allow_empty: bool = False) -> None:

@@ -57,26 +57,26 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from . import census
-from .cache import CacheError, TableCache, sha256_of, write_json_atomic, write_parquet_atomic
+from .atomic_io import sha256_of
+from .cache import CacheError, TableCache, partition_key, write_partition_file
 from .cell_types import check_labels, ei_class
 from .layers import LayerBounds, frame_um_to_nm, nm_to_frame_um
+from .positions import NM, VOXEL_NM, has_position, position_nm
+from .pull import pull_column_tables
 from .schema import COLUMN_TABLES, MTYPE_TABLE, SYNAPSE_TABLE, SchemaError, conform, empty
 from .sources.base import SourceError
 from .sources.surrogate import SurrogateSource, _layer_bands
 
 #: bump when the sampling changes: it is part of the cache version
 GENERATOR_VERSION = 1
-VOXEL_NM = (4.0, 4.0, 40.0)
 CENSUS_EXCITATORY = sum(n for _, t, _, n in census.CENSUS if ei_class(t) == "E")   # 1,188
 CENSUS_INHIBITORY = sum(n for _, t, _, n in census.CENSUS if ei_class(t) == "I")   # 163
 INH_ROOT_ID_BASE = 864691190000000000
@@ -107,12 +107,10 @@ def read_cell_table(cells: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         except Exception as e:  # noqa: BLE001 - one clear line
             raise SourceError(f"{path}: cannot read the cell table ({e})") from None
-    if {"pt_position_x", "pt_position_y", "pt_position_z"} <= set(df.columns):
-        pos = df[["pt_position_x", "pt_position_y", "pt_position_z"]]
-        scale = np.ones(3)
+    if has_position(df, "pt_position"):
+        prefix, resolution = "pt_position", NM
     elif {"pt_x", "pt_y", "pt_z"} <= set(df.columns):
-        pos = df[["pt_x", "pt_y", "pt_z"]]
-        scale = np.asarray(VOXEL_NM)
+        prefix, resolution = "pt", VOXEL_NM
     else:
         raise SchemaError(f"{origin}: needs pt_x/pt_y/pt_z (voxels) or pt_position_x/y/z (nm); "
                           f"has {list(df.columns)}")
@@ -122,7 +120,7 @@ def read_cell_table(cells: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     # every type the surrogate has fitted statistics for (connectomics.census.PMAX_CLASSES)
     check_labels(df["cell_type"].reset_index(drop=True), census.PMAX_CLASSES + tuple(census.TYPE_ALIASES),
                  table=origin)
-    pos = pos.apply(pd.to_numeric, errors="coerce").to_numpy(float) * scale
+    pos = position_nm(df.reset_index(drop=True), prefix, resolution, origin=origin)
     roots = pd.to_numeric(df["pt_root_id"], errors="coerce")
     bad = np.isnan(pos).any(axis=1) | roots.isna().to_numpy()
     if bad.any():
@@ -353,11 +351,11 @@ class SynapseSampler:
 # partitions in the cache
 # ------------------------------------------------------------------------------------------------
 def part_key(b: int) -> str:
-    return f"{PART_FOLDER}/part-{b:05d}"
+    return partition_key(SYNAPSE_TABLE, b)
 
 
 def part_path(cache: TableCache, b: int) -> Path:
-    return cache.dir / f"{part_key(b)}.parquet"
+    return cache.partition_path(SYNAPSE_TABLE, b)
 
 
 def write_partition(sampler: SynapseSampler, b: int, folder: str) -> dict:
@@ -365,25 +363,9 @@ def write_partition(sampler: SynapseSampler, b: int, folder: str) -> dict:
     manifest entry. Runs in-process or as a Dask task."""
     t0 = time.perf_counter()
     df = sampler.partition(b)
-    path = Path(folder) / f"{part_key(b)}.parquet"
-    write_parquet_atomic(df, path)
     rows = sampler.rows_of(b)
-    return {
-        "file": f"{part_key(b)}.parquet", "rows": int(len(df)),
-        "schema": {c: str(t) for c, t in df.dtypes.items()}, "sha256": sha256_of(path),
-        "pre_cells": [rows.start, rows.stop], "seconds": round(time.perf_counter() - t0, 3),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _manifest_update(cache: TableCache, entries: Mapping[str, dict | None]) -> None:
-    m = cache.manifest()
-    for k, e in entries.items():
-        if e is None:
-            m.pop(k, None)
-        else:
-            m[k] = e
-    write_json_atomic(cache.manifest_path, m)
+    return write_partition_file(folder, SYNAPSE_TABLE, b, df, pre_cells=[rows.start, rows.stop],
+                                seconds=round(time.perf_counter() - t0, 3))
 
 
 def _complete_parts(cache: TableCache, sampler: SynapseSampler, verify: bool) -> dict[int, dict]:
@@ -403,29 +385,12 @@ def _complete_parts(cache: TableCache, sampler: SynapseSampler, verify: bool) ->
 
 def drop_partitions(cache: TableCache) -> None:
     """Remove the partitioned synapse table (files and manifest entries)."""
-    import shutil
-
-    shutil.rmtree(cache.dir / PART_FOLDER, ignore_errors=True)
-    m = cache.manifest()
-    _manifest_update(cache, {k: None for k in m if k == SYNAPSE_TABLE or k.startswith(PART_FOLDER + "/")})
+    cache.drop_partitions(SYNAPSE_TABLE)
 
 
 def partition_files(cache: TableCache, verify: bool = True) -> list[Path]:
     """Paths of the complete partitioned synapse table, checked against the manifest."""
-    m = cache.manifest()
-    entry = m.get(SYNAPSE_TABLE)
-    if entry is None or not entry.get("partitioned"):
-        raise CacheError(f"{cache.dir / PART_FOLDER}: no complete partitioned {SYNAPSE_TABLE} in the manifest")
-    files = []
-    for key in entry["parts"]:
-        p = cache.dir / f"{key}.parquet"
-        e = m.get(key)
-        if e is None or not p.exists():
-            raise CacheError(f"{p}: partition missing (file or manifest entry)")
-        if verify and sha256_of(p) != e["sha256"]:
-            raise CacheError(f"{p}: checksum does not match the manifest; delete it or rebuild with --refresh")
-        files.append(p)
-    return files
+    return cache.partition_files(SYNAPSE_TABLE, verify=verify)
 
 
 def write_synapse_partitions(source: "VolumeSource", cache: TableCache, *, client=None,
@@ -450,7 +415,7 @@ def write_synapse_partitions(source: "VolumeSource", cache: TableCache, *, clien
         pending[part_key(b)] = {**entry, "source": source.kind, "query": source.describe()}
         done[b] = entry
         if time.monotonic() - last > 2.0:
-            _manifest_update(cache, pending)
+            cache.update_manifest(pending)
             pending.clear()
             last = time.monotonic()
 
@@ -472,37 +437,21 @@ def write_synapse_partitions(source: "VolumeSource", cache: TableCache, *, clien
                     bar.update()
         finally:
             if pending:
-                _manifest_update(cache, pending)
-    parts = [part_key(b) for b in range(n_parts)]
-    total = int(sum(done[b]["rows"] for b in range(n_parts)))
-    digest = hashlib.sha256("".join(done[b]["sha256"] for b in range(n_parts)).encode()).hexdigest()
-    _manifest_update(cache, {SYNAPSE_TABLE: {
-        "file": f"{PART_FOLDER}/", "partitioned": True, "parts": parts, "rows": total,
-        "schema": dict(done[0]["schema"]), "sha256": digest, "source": source.kind,
-        "datastack": source.namespace, "version": source.version,
-        "query": {**source.describe(), "pre_ids": "all cells", "post_ids": "all cells",
-                  "partition_cells": sampler.partition_cells},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }})
-    return [cache.dir / f"{k}.parquet" for k in parts]
+                cache.update_manifest(pending)
+    cache.record_partitioned(
+        SYNAPSE_TABLE, [done[b] for b in range(n_parts)], source=source.kind, datastack=source.namespace,
+        query={**source.describe(), "pre_ids": "all cells", "post_ids": "all cells",
+               "partition_cells": sampler.partition_cells},
+    )
+    return cache.partition_files(SYNAPSE_TABLE, verify=False)
 
 
 def ensure_tables(source: "VolumeSource", cache: TableCache, *, client=None, refresh: bool = False,
                   progress: bool = True) -> tuple[dict[str, pd.DataFrame], list[Path]]:
     """The canonical cell tables (written to ``cache`` if absent) and the synapse partition files
     (generated where missing)."""
-    tables = {}
-    for table in COLUMN_TABLES:
-        if table == SYNAPSE_TABLE:
-            continue
-        if refresh:
-            cache.drop(table)
-        if not cache.has(table):
-            cache.write(table, source.fetch_table(table, progress=progress), source=source.kind,
-                        datastack=source.namespace, query=source.describe())
-        tables[table] = cache.read(table)
-    if refresh:
-        drop_partitions(cache)
+    cell_tables = tuple(t for t in COLUMN_TABLES if t != SYNAPSE_TABLE)
+    tables = pull_column_tables(source, cache, tables=cell_tables, refresh=refresh, progress=progress)
     try:
         files = partition_files(cache)
         entry = cache.manifest()[SYNAPSE_TABLE]
@@ -576,6 +525,18 @@ class VolumeSource(SurrogateSource):
         s = pd.concat([self.sampler.partition(b) for b in range(self.sampler.n_partitions)], ignore_index=True)
         keep = np.isin(s["pre_pt_root_id"], root_ids) & np.isin(s["post_pt_root_id"], root_ids)
         return conform(s[keep], SYNAPSE_TABLE, origin="volume")
+
+    def pull_tables(self, cache: TableCache, *, refresh: bool = False, progress: bool = True,
+                    client=None) -> tuple[dict[str, pd.DataFrame], list[Path], bool]:
+        """The cell tables and the partitioned synapse files (:func:`ensure_tables`; generated on
+        ``client``'s Dask workers when given), and whether all were cached already."""
+        try:
+            partition_files(cache, verify=False)     # ensure_tables verifies the checksums
+            had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES if t != SYNAPSE_TABLE)
+        except (CacheError, KeyError):
+            had_all = False
+        tables, files = ensure_tables(self, cache, client=client, refresh=refresh, progress=progress)
+        return tables, files, had_all
 
     def describe(self) -> dict:
         return {

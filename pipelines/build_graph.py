@@ -35,12 +35,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="dask: scheduler address (default: start a LocalCluster)")
     p.add_argument("--workers", type=int, default=2, help="dask: LocalCluster workers (default 2)")
+    p.add_argument("--resolution", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="snapshot: nm per position unit along x y z (default: each Parquet file's "
+                        "dataframe_resolution, else 4 4 40 voxels)")
     p.add_argument("--version", type=int, default=1300, help="CAVE materialization version (default 1300)")
     p.add_argument("--datastack", default="minnie65_public")
     p.add_argument("--seed", type=int, default=0, help="surrogate seed (default 0)")
     p.add_argument("--cache", default="data_cache", help="cache root (default data_cache)")
     p.add_argument("--out", default=None, help="graph folder (default <cache>/<namespace>/v<version>/graph)")
-    p.add_argument("--refresh", action="store_true", help="pull again even if cached")
+    p.add_argument("--refresh", action="store_true", help="pull again even if cached (also recovers a corrupt cache)")
     p.add_argument("--token-file", default=None, help="file holding a CAVE token (else caveclient's own)")
     p.add_argument("--keep-unknown-types", action="store_true",
                    help="keep cell-type labels that are no MICrONS label as their own types (default: error)")
@@ -54,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--source volume needs --cells TABLE")
     if args.cells and kind != "volume":
         p.error("--cells is for --source volume")
+    if args.resolution and kind != "snapshot":
+        p.error("--resolution is for --source snapshot")
     if args.scheduler and args.engine != "dask":
         p.error("--scheduler needs --engine dask")
     if kind == "snapshot" and len(args.source) != 2:
@@ -64,6 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an exception left open, so the message starts on a fresh line (a
+    bar inside a loop the exception left is only closed when its frame is collected)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -71,29 +85,26 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         source = make_source(args.kind, path=args.path, version=args.version, seed=args.seed,
-                             datastack=args.datastack, token_file=args.token_file, fraction=args.fraction)
-        if args.kind == "volume" or args.engine == "dask":
-            from connectomics.dask_engine import build_with_engine
-
-            res = build_with_engine(source, args.cache, engine=args.engine, scheduler=args.scheduler,
-                                    n_workers=args.workers, out=args.out, refresh=args.refresh,
-                                    progress=not args.quiet, keep_unknown_types=args.keep_unknown_types)
-        else:
-            res = build_graph(source, args.cache, out=args.out, refresh=args.refresh, progress=not args.quiet,
-                              keep_unknown_types=args.keep_unknown_types)
+                             datastack=args.datastack, token_file=args.token_file, fraction=args.fraction,
+                             resolution_nm=tuple(args.resolution) if args.resolution else None)
+        res = build_graph(source, args.cache, engine=args.engine, scheduler=args.scheduler,
+                          n_workers=args.workers, out=args.out, refresh=args.refresh, progress=not args.quiet,
+                          keep_unknown_types=args.keep_unknown_types)
         print(summary(res.graph))
         if args.plots:
             from connectomics.plot import save_graph_plots
 
             for path in save_graph_plots(res.graph, res.folder / "plots"):
                 print(f"plot: {path}")
-        print(f"\ncache: {res.cache.dir} ({'read from cache' if res.from_cache else 'pulled'})")
+        print(f"\ncache: {res.cache.dir} ({'read from cache' if res.from_cache else source.provenance})")
         print(f"graph: {res.folder}  ({time.perf_counter() - t0:.1f} s)")
         return 0
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("build_graph: interrupted (finished batches are kept and resumed next run)", file=sys.stderr)
         return 130
     except Exception as e:  # one clear line, no traceback
+        _close_progress_bars()
         print(f"build_graph: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 

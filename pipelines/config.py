@@ -126,7 +126,7 @@ class Config:
         return cls(**d)
 
     def save(self, path) -> None:
-        from .fer2013 import _atomic_write
+        from connectomics.atomic_io import atomic_write as _atomic_write
 
         _atomic_write(path, lambda f: f.write(json.dumps(self.to_dict(), indent=2).encode()))
 

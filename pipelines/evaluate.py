@@ -24,7 +24,8 @@ from torch.nn import functional as F
 
 from .augment import normalize, to_float
 from .config import parse_bool
-from .fer2013 import CLASSES, USAGES, _atomic_write, load_fer2013
+from connectomics.atomic_io import atomic_write as _atomic_write
+from .fer2013 import CLASSES, USAGES, load_fer2013
 
 NUM_CLASSES = len(CLASSES)
 

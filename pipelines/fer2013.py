@@ -39,7 +39,7 @@ from typing import Iterable
 
 import numpy as np
 
-from connectomics.cache import atomic_path, sha256_of
+from connectomics.atomic_io import atomic_path, sha256_of
 
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_NAMES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")

@@ -51,7 +51,8 @@ from torch.nn import functional as F
 from .augment import BatchAugment, normalize, to_float
 from .config import Config, add_config_arguments, config_from_args, validate
 from .evaluate import evaluate_arrays, report, write_report
-from .fer2013 import USAGES, _atomic_write, load_fer2013
+from connectomics.atomic_io import atomic_write as _atomic_write
+from .fer2013 import USAGES, load_fer2013
 from .models import build_model, count_parameters, describe
 
 

@@ -20,7 +20,7 @@ from pipelines import build_graph as cli
 def test_cli_builds_graph_and_reuses_cache(tmp_path, capsys, monkeypatch):
     assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "cells: 1351  (1188 E, 163 I)" in out and "pulled" in out
+    assert "cells: 1351  (1188 E, 163 I)" in out and "(generated)" in out
     folder = tmp_path / "surrogate" / "v0" / "graph"
     for f in ("nodes.parquet", "edges.parquet", "type_graph.graphml", "type_nodes.parquet",
               "type_edges.parquet", "meta.json"):
@@ -94,7 +94,7 @@ def test_snapshot_bad_file_names_file_and_row(tmp_path):
     df.to_csv(snap / f"{COLUMN_TABLES[0]}.csv", index=False)
     code = cli.main(["--source", "snapshot", str(snap), "--cache", str(tmp_path / "c"), "--quiet"])
     assert code == 1
-    assert not (tmp_path / "c" / "snapshot-minnie65_public" / "v1300" / f"{COLUMN_TABLES[0]}.parquet").exists()
+    assert not list((tmp_path / "c").rglob(f"{COLUMN_TABLES[0]}.parquet"))
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -103,3 +103,142 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "is not a folder" in err
     with pytest.raises(SystemExit):
         cli.main(["--source", "snapshot"])
+
+
+# -- issue 12: real-shaped snapshots and CLI errors --------------------------------------------
+VOXEL_NM = np.array([4.0, 4.0, 40.0])
+
+
+def write_snapshot(folder, *, seed: int = 0, n_cells: int = 300, nm: bool = False, attrs: bool = False,
+                   fmt: str = "parquet", bool_status: bool = False) -> dict[str, pd.DataFrame]:
+    """The first ``n_cells`` cells of a surrogate column as a snapshot folder; positions in nm
+    (``nm``) or 4x4x40 voxels; ``attrs`` stores caveclient's ``dataframe_resolution`` in df.attrs."""
+    src = SurrogateSource(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    column = src.fetch_table(COLUMN_TABLES[0], progress=False).iloc[:n_cells]
+    roots = column["pt_root_id"].to_numpy()
+    tables = {}
+    for table in COLUMN_TABLES:
+        if table == SYNAPSE_TABLE:
+            df = src.fetch_synapses(roots, progress=False)
+        else:
+            df = src.fetch_table(table, progress=False)
+            key = "target_id" if "target_id" in df.columns else ("id" if table == "nucleus_detection_v0"
+                                                                 else "pt_root_id")
+            df = df[df[key].isin(column["target_id"] if key != "pt_root_id" else roots)]
+        if bool_status and "status_axon" in df.columns:
+            df = df.assign(status_dendrite=True, status_axon=np.arange(len(df)) % 3 > 0)
+        for prefix in ("pt_position", "ctr_pt_position"):
+            for a, r in zip("xyz", VOXEL_NM):
+                if f"{prefix}_{a}" in df.columns and not nm:
+                    df[f"{prefix}_{a}"] = df[f"{prefix}_{a}"] / r
+        df = df.reset_index(drop=True)
+        if attrs:
+            df.attrs["dataframe_resolution"] = [1, 1, 1] if nm else VOXEL_NM.tolist()
+        if fmt == "parquet":
+            df.to_parquet(folder / f"{table}.parquet", index=False)
+        else:
+            df.to_csv(folder / f"{table}.csv", index=False)
+        tables[table] = df
+    return tables
+
+
+def snapshot_cli(snap, cache, *extra) -> list[str]:
+    return ["--source", "snapshot", str(snap), "--cache", str(cache), "--quiet", *extra]
+
+
+def test_snapshot_bool_status_rebuilds_from_cache(tmp_path, capsys):
+    snap = tmp_path / "snap"
+    write_snapshot(snap, bool_status=True)
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 0
+    assert "read from snapshot" in capsys.readouterr().out
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 0, capsys.readouterr().err  # today: CacheError
+    assert "read from cache" in capsys.readouterr().out
+
+
+def test_snapshot_reads_dataframe_resolution_from_parquet(tmp_path, surrogate_graph):
+    snap = tmp_path / "snap"
+    write_snapshot(snap, nm=True, attrs=True)  # nm positions, saved with caveclient's attrs
+    res = build_graph(make_source("snapshot", path=str(snap)), tmp_path / "c", progress=False)
+    want = surrogate_graph.graph.nodes.set_index("root_id").loc[res.graph.nodes["root_id"]]
+    assert res.graph.nodes["layer"].tolist() == want["layer"].tolist()  # today: all WM
+    np.testing.assert_allclose(res.graph.nodes["depth_um"], want["depth_um"], atol=1e-6)
+
+
+@pytest.mark.parametrize("nm, flag, hint", [
+    (True, [], "look like nm: pass --resolution 1 1 1"),
+    (False, ["--resolution", "1", "1", "1"], "look like 4x4x40 nm voxels: pass --resolution 4 4 40"),
+])
+def test_snapshot_unit_mistake_is_refused(tmp_path, capsys, nm, flag, hint):
+    snap = tmp_path / "snap"
+    write_snapshot(snap, nm=nm, fmt="csv")  # CSV: no metadata to say the unit
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", *flag)) == 1
+    err = capsys.readouterr().err
+    assert "outside the volume" in err and hint in err and COLUMN_TABLES[0] in err
+    fixed = ["--resolution", "1", "1", "1"] if nm else []
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", *fixed)) == 0
+
+
+def test_snapshot_cache_is_keyed_on_the_files(tmp_path):
+    cache = tmp_path / "c"
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_snapshot(a, seed=0)
+    write_snapshot(b, seed=1)
+    ga = build_graph(make_source("snapshot", path=str(a)), cache, progress=False)
+    gb = build_graph(make_source("snapshot", path=str(b)), cache, progress=False)
+    assert not gb.from_cache and gb.cache.dir != ga.cache.dir  # today: served a's tables
+    assert set(gb.graph.nodes["root_id"]) == set(SurrogateSource(1).column.cells["root_id"][:300])
+    assert build_graph(make_source("snapshot", path=str(a)), cache, progress=False).from_cache
+    # a changed file is read again
+    syn = pd.read_parquet(a / f"{SYNAPSE_TABLE}.parquet").iloc[::2]
+    syn.to_parquet(a / f"{SYNAPSE_TABLE}.parquet", index=False)
+    again = build_graph(make_source("snapshot", path=str(a)), cache, progress=False)
+    assert not again.from_cache and again.graph.edges["n_synapses"].sum() == len(syn) - (
+        syn["pre_pt_root_id"] == syn["post_pt_root_id"]).sum()
+
+
+def test_empty_inputs_name_the_table_and_file(tmp_path, capsys):
+    snap = tmp_path / "snap"
+    tables = write_snapshot(snap)
+    syn_file = snap / f"{SYNAPSE_TABLE}.parquet"
+    tables[SYNAPSE_TABLE].iloc[:0].to_parquet(syn_file, index=False)
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 1
+    err = capsys.readouterr().err
+    assert SYNAPSE_TABLE in err and str(syn_file) in err and "no rows" in err  # today: No objects to concatenate
+    proof = snap / "proofreading_status_and_strategy.parquet"
+    proof.unlink()
+    (snap / "proofreading_status_and_strategy.csv").write_bytes(b"")
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 1
+    err = capsys.readouterr().err
+    assert "proofreading_status_and_strategy.csv" in err and "empty" in err  # today: EmptyDataError
+
+
+def test_refresh_recovers_from_a_corrupt_manifest(tmp_path, capsys):
+    snap = tmp_path / "snap"
+    write_snapshot(snap)
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 0
+    manifest = next((tmp_path / "c").rglob("manifest.json"))
+    manifest.write_text('{"synapses_pni_2": ')  # truncated
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 1
+    assert "--refresh" in capsys.readouterr().err
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", "--refresh")) == 0  # today: the same CacheError
+    assert set(json.loads(manifest.read_text())) == set(COLUMN_TABLES)
+
+
+def test_error_line_starts_on_a_fresh_line_after_a_progress_bar(tmp_path, capsys, monkeypatch):
+    from tqdm.auto import tqdm
+
+    from connectomics.sources.base import SourceError
+
+    def failing(self, root_ids, *, parts=None, progress=True):
+        bar = tqdm(total=3, desc="synapses", disable=not progress)  # held by the traceback's frame
+        bar.update()
+        raise SourceError("server went away")
+
+    monkeypatch.setattr(SurrogateSource, "fetch_synapses", failing)
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path)]) == 1  # progress bars on
+    err = capsys.readouterr().err
+    assert "synapses" in err  # the bar was drawn
+    line = next(seg for seg in err.split("\n") if "server went away" in seg)
+    assert line.startswith("build_graph: error: SourceError: server went away")
+

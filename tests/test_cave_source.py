@@ -180,6 +180,9 @@ class FakeCave:
             df = df[df[col].isin(vals)]
         for col, val in (body.get("filter_equal_dict") or {}).get(table, {}).items():
             df = df[df[col] == val]
+        offset = int(body.get("offset") or 0)
+        limit = body.get("limit")
+        df = df.iloc[offset: None if limit is None else offset + int(limit)]
         headers = {"Content-Type": "data.arrow", "dataframe_resolution": "1, 1, 1"}
         if self.cap is not None and len(df) >= self.cap:  # the engine: `if len(df) == limit`
             df = df.iloc[: self.cap]
@@ -307,10 +310,22 @@ def test_cap_without_header_detected_by_known_row_limit(client, rsps):
     pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
 
 
-def test_capped_unfiltered_table_is_an_error(client, rsps):
-    FakeCave(make_world(n_cells=10), cap=5).install(rsps)
-    with pytest.raises(SourceError, match="capped the result at 5 rows"):
-        source(client).fetch_table(NUCLEUS_TABLE, progress=False)
+@pytest.mark.parametrize("n_rows, cap", [(10, 5), (6, 6), (11, 4)])
+def test_capped_unfiltered_table_is_read_in_pages(client, rsps, n_rows, cap):
+    """No filter left to split: page with offsets (issue 12.7) instead of aborting."""
+    world = make_world(n_cells=n_rows)
+    fake = FakeCave(world, cap=cap).install(rsps)
+    got = source(client).fetch_table(NUCLEUS_TABLE, progress=False)
+    assert got["id"].tolist() == sorted(world[NUCLEUS_TABLE]["id"])
+    assert fake.n_queries == n_rows // cap + 1  # full pages, then one short (maybe empty) page
+
+
+def test_column_table_exactly_at_the_cap_is_complete(client, rsps, tmp_path):
+    world = make_world(n_cells=10, n_column=6, n_syn=100)
+    FakeCave(world, cap=6).install(rsps)  # the column table has exactly the cap's rows
+    tables = pull_column_tables(source(client, batch_size=2), TableCache(tmp_path, DATASTACK, VERSION),
+                                progress=False)
+    assert sorted(tables[COLUMN_TABLE]["pt_root_id"]) == sorted(column_roots(world))
 
 
 # -- retries, timeouts -------------------------------------------------------------------------
@@ -513,3 +528,40 @@ def test_pull_column_tables_end_to_end_then_from_cache(client, rsps, tmp_path):
     assert len(rsps.calls) == n_before  # second call: no HTTP request at all
     for table in COLUMN_TABLES:
         pd.testing.assert_frame_equal(again[table], tables[table])
+
+
+# -- issue 12: real-server shapes --------------------------------------------------------------
+def test_bool_proofreading_columns_rebuild_from_cache(client, rsps, tmp_path):
+    """caveclient >= 8 returns status_* as bool: the second (cached) run must read them back."""
+    world = make_world(n_cells=10, n_column=6, n_syn=100)
+    proof = world[PROOFREADING_TABLE]
+    world[PROOFREADING_TABLE] = proof.assign(status_dendrite=True, status_axon=np.arange(len(proof)) % 2 == 0)
+    FakeCave(world).install(rsps)
+    cache = TableCache(tmp_path, DATASTACK, VERSION)
+    first = pull_column_tables(source(client), cache, progress=False)
+    again = pull_column_tables(source(client), cache, progress=False)  # today: CacheError schema mismatch
+    pd.testing.assert_frame_equal(again[PROOFREADING_TABLE], first[PROOFREADING_TABLE])
+    assert str(again[PROOFREADING_TABLE]["status_axon"].dtype) == "boolean"
+    assert again[PROOFREADING_TABLE]["status_dendrite"].all()
+
+
+TOS_URL = "https://global.daf-apis.com/sticky_auth/api/v1/tos/2/accept"
+
+
+@pytest.mark.parametrize("error, message, data, expected", [
+    ("missing_tos", "Need to accept Terms of Service to access resource.",
+     {"tos_id": 2, "tos_name": "MICrONS Public", "tos_form_url": TOS_URL}, TOS_URL),
+    ("missing_permission", "Missing permission: view for dataset minnie65_public", {}, "lacks access"),
+])
+def test_forbidden_keeps_the_reason_and_opens_no_browser(client, rsps, monkeypatch, error, message, data,
+                                                         expected):
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", lambda url, *a, **k: opened.append(url))
+    fake = FakeCave(make_world()).install(rsps)
+    body = json.dumps({"error": error, "message": message, "data": data})
+    fake.failures = {n: (403, {"Content-Type": "application/json"}, body) for n in range(3)}
+    with pytest.raises(SourceError) as err:
+        source(client).fetch_table(NUCLEUS_TABLE, progress=False)
+    text = str(err.value)
+    assert f"HTTP 403, {error}" in text and message in text and expected in text
+    assert opened == [] and fake.n_queries == 1

@@ -122,7 +122,12 @@ def test_snapshot_is_small_and_ships_as_package_data():
     files = sorted(p.name for p in SNAPSHOT_DIR.iterdir())
     assert files == ["README.md", "cells.parquet", "connections.parquet", "manifest.json"]
     assert sum(p.stat().st_size for p in SNAPSHOT_DIR.iterdir()) < 1_000_000
-    assert 'connectomics = ["data/v1_column/*"]' in (REPO / "pyproject.toml").read_text()
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["connectomics"]
+    for f in files:   # every snapshot file is matched by a package-data glob, so it ships
+        assert any(fnmatch.fnmatch(f"data/v1_column/{f}", g) for g in globs), f
     m = load_column_snapshot().manifest
     assert "MICrONS Consortium" in " ".join(m["citation"]) and "Schneider-Mizell" in " ".join(m["citation"])
     assert m["inputs"]["network_synapses_matrix.npz"]["commit"] == "d64aca4de54755d11d18225cd422efe6adff8613"

@@ -151,3 +151,20 @@ def test_cache_reuse_reads_no_partition_twice(tmp_path, cells_csv, monkeypatch):
     assert res.from_cache
     assert TableCache(tmp_path, src.namespace, src.version).manifest()["synapses_pni_2"]["rows"] == \
         res.graph.meta["n_synapses"]
+
+
+def test_one_build_path_for_every_source_and_engine(tmp_path, cells_csv, local_build):
+    """connectomics.build.build_graph is the build (issue 13): the volume's partitioned synapses
+    through the same function as any other source, the engine an argument."""
+    from connectomics.build import build_graph
+    from connectomics.sources.surrogate import SurrogateSource
+
+    assert build_with_engine.__doc__ and "build_graph" in build_with_engine.__doc__
+    src = VolumeSource(cells_csv, seed=3, fraction=0.6, partition_cells=200)
+    res = build_graph(src, tmp_path, engine="local", progress=False)
+    assert res.graph.meta["synapse_files"] == len(partition_files(res.cache)) > 1
+    pd.testing.assert_frame_equal(res.graph.edges, local_build.graph.edges)
+    surrogate = build_graph(SurrogateSource(0), tmp_path, engine="local", progress=False)
+    assert surrogate.graph.meta["engine"] == "local" and surrogate.graph.meta["synapse_files"] == 1
+    with pytest.raises(ValueError, match="unknown engine 'spark'"):
+        build_graph(SurrogateSource(0), tmp_path, engine="spark")

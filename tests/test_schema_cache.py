@@ -12,7 +12,7 @@ import pytest
 from connectomics.cache import CacheError, PartStore, TableCache, write_parquet_atomic
 from connectomics.cell_types import UnknownCellTypeError
 from connectomics.cells import assemble_cells
-from connectomics.schema import COLUMN_TABLE, SYNAPSE_TABLE, SchemaError, conform, validate
+from connectomics.schema import COLUMN_TABLE, PROOFREADING_TABLE, SYNAPSE_TABLE, SchemaError, conform, validate
 
 
 def _column(n: int = 4) -> pd.DataFrame:
@@ -154,3 +154,76 @@ def test_part_store_keys_in_order(tmp_path):
     assert parts.read_all(SYNAPSE_TABLE)["id"].tolist() == [0, 1, 2, 3, 4, 5]
     parts.clear()
     assert parts.keys() == []
+
+
+# -- issue 12: real-shaped tables ----------------------------------------------------------------
+def _proofreading(status) -> pd.DataFrame:
+    n = len(status)
+    return pd.DataFrame({"id": np.arange(n) + 1, "pt_root_id": np.arange(n) + 10, "valid_id": np.arange(n) + 10,
+                         "status_dendrite": status, "status_axon": status,
+                         "strategy_dendrite": "dendrite_extended", "strategy_axon": None})
+
+
+@pytest.mark.parametrize("status", [
+    [True, False, True],                        # caveclient >= 8: typed
+    np.array([True, False, True]),              # numpy bool column
+    ["t", "f", None],                           # Postgres text dump
+    ["extended", "non", "clean"],               # the older public table's words
+])
+def test_bool_proofreading_columns_survive_the_cache_round_trip(tmp_path, status):
+    cache = TableCache(tmp_path, "stack", 1)
+    cache.write(PROOFREADING_TABLE, _proofreading(status), source="test")
+    got = cache.read(PROOFREADING_TABLE)  # today: schema {'status_axon': 'bool'} != manifest 'object'
+    assert str(got["status_axon"].dtype) == "boolean"
+    assert got["status_dendrite"].tolist()[:2] == [True, False]
+    assert cache.manifest()[PROOFREADING_TABLE]["schema"]["status_axon"] == "boolean"
+
+
+def test_unknown_status_text_is_a_clear_error():
+    with pytest.raises(SchemaError, match=r"'status_dendrite' must be a boolean, row 1 holds 'maybe'"):
+        conform(_proofreading(["t", "maybe"]), PROOFREADING_TABLE, origin="x.csv")
+
+
+def test_manifest_records_the_schema_read_back(tmp_path):
+    """An object column of Python bools is written as Parquet bool and reads back as bool."""
+    cache = TableCache(tmp_path, "stack", 1)
+    df = pd.DataFrame({"flag": np.array([True, False], dtype=object), "n": [1, 2]})
+    cache.write("not_a_canonical_table", df, source="test")
+    assert cache.manifest()["not_a_canonical_table"]["schema"] == {"flag": "bool", "n": "int64"}
+    assert cache.read("not_a_canonical_table")["flag"].tolist() == [True, False]
+
+
+def test_reset_removes_a_corrupt_manifest(tmp_path):
+    cache = TableCache(tmp_path, "stack", 1)
+    cache.write(SYNAPSE_TABLE, _synapses(), source="test")
+    (cache.dir / "graph").mkdir()
+    cache.manifest_path.write_text("{ not json")
+    with pytest.raises(CacheError, match="corrupt manifest.*--refresh"):
+        cache.manifest()
+    cache.reset()
+    assert cache.manifest() == {} and not cache.path(SYNAPSE_TABLE).exists()
+    assert (cache.dir / "graph").is_dir()
+
+
+def test_one_store_holds_partitioned_tables(tmp_path):
+    """TableCache keeps a table too large for one file as checksummed parts (issue 13)."""
+    from connectomics.cache import write_partition_file
+
+    cache = TableCache(tmp_path, "stack", 1)
+    frames = [conform(_synapses(3).assign(id=np.arange(3) + 3 * b), SYNAPSE_TABLE) for b in range(3)]
+    entries = [write_partition_file(cache.dir, SYNAPSE_TABLE, b, df, note=b) for b, df in enumerate(frames)]
+    assert entries[2]["note"] == 2 and entries[0]["schema"]["size"] == "float64"  # NaN = unknown size
+    cache.update_manifest({e["file"][:-len(".parquet")]: e for e in entries})
+    with pytest.raises(CacheError, match="no complete partitioned"):
+        cache.partition_files(SYNAPSE_TABLE)
+    cache.record_partitioned(SYNAPSE_TABLE, entries, source="test")
+    files = cache.partition_files(SYNAPSE_TABLE)
+    assert files == [cache.partition_path(SYNAPSE_TABLE, b) for b in range(3)]
+    assert cache.manifest()[SYNAPSE_TABLE]["rows"] == 9
+    pd.testing.assert_frame_equal(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True),
+                                  pd.concat(frames, ignore_index=True))
+    write_parquet_atomic(frames[0], files[1])  # tampered part
+    with pytest.raises(CacheError, match="part-00001.parquet: checksum"):
+        cache.partition_files(SYNAPSE_TABLE)
+    cache.drop_partitions(SYNAPSE_TABLE)
+    assert cache.manifest() == {} and not (cache.dir / SYNAPSE_TABLE).exists()

@@ -265,3 +265,15 @@ def test_compiled_volume_column_sparse_equals_dense_and_trains(tmp_path, small_s
     assert losses[-1] < losses[0] - 0.05
     proj = col.projection("A", "B")
     assert proj.weight.grad is not None and torch.isfinite(proj.weight.grad).all()
+
+
+def test_refresh_recovers_a_corrupt_manifest_and_regenerates(tmp_path, small_source):
+    cache = TableCache(tmp_path, small_source.namespace, small_source.version)
+    tables, files = ensure_tables(small_source, cache, progress=False)
+    digests = [sha256_of(f) for f in files]
+    cache.manifest_path.write_text("{")
+    with pytest.raises(CacheError, match="corrupt manifest"):
+        ensure_tables(small_source, cache, progress=False)
+    again, files2 = ensure_tables(small_source, cache, refresh=True, progress=False)
+    assert [sha256_of(f) for f in files2] == digests  # the same partitions, regenerated
+    pd.testing.assert_frame_equal(again["nucleus_detection_v0"], tables["nucleus_detection_v0"])

@@ -8,12 +8,13 @@ tells them apart.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..cache import PartStore
+from ..cache import PartStore, TableCache
 
 
 class SourceError(RuntimeError):
@@ -27,6 +28,14 @@ class Source(ABC):
     namespace: str
     #: materialization version, or the surrogate's seed
     version: int
+    #: how the tables came to be, for messages: "pulled from CAVE", "generated", ...
+    provenance: str = "fetched"
+
+    @property
+    def cache_version(self) -> int | str:
+        """The cache folder's version key (``<cache>/<namespace>/v<cache_version>``): the version,
+        or for a source read from files the version and the files' fingerprint."""
+        return self.version
 
     @abstractmethod
     def fetch_table(
@@ -45,6 +54,20 @@ class Source(ABC):
         ``root_ids``. A source that pulls in batches stores each finished batch in ``parts`` and
         skips batches already there, so an interrupted pull resumes without loss or duplication.
         """
+
+    def pull_tables(self, cache: TableCache, *, refresh: bool = False, progress: bool = True,
+                    client: Any = None) -> tuple[dict[str, pd.DataFrame], list[Path], bool]:
+        """The cell tables (``COLUMN_TABLES`` but synapses), the synapse table's Parquet files and
+        whether everything was already cached; pulled into ``cache`` where missing (see
+        :func:`connectomics.pull.pull_column_tables`). ``client``: a Dask client a source may use
+        to produce its tables (only the volume does)."""
+        from ..pull import pull_column_tables
+        from ..schema import COLUMN_TABLES, SYNAPSE_TABLE
+
+        had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES)
+        tables = pull_column_tables(self, cache, refresh=refresh, progress=progress)
+        tables.pop(SYNAPSE_TABLE, None)
+        return tables, [cache.path(SYNAPSE_TABLE)], had_all
 
     def describe(self) -> dict:
         """What the manifest records of this source (never a token)."""

@@ -16,7 +16,8 @@ Everything goes through caveclient's own API (``client.materialize.query_table``
   exception). This module reads that header on every response through a ``requests`` response
   hook, learns the limit from it, also treats a result of ``row_limit`` or more rows as capped,
   and splits a capped query (halves the pre-synaptic ids; a single pre id that is still capped
-  has its post-synaptic ids halved) until no part is capped.
+  has its post-synaptic ids halved) until no part is capped. A capped table query with no filter
+  list left to split is read in pages of ``row_limit`` rows (``offset``/``limit``).
 * **Timeouts and retries.** caveclient sets no request timeout. Every request sent through the
   client's sessions gets ``timeout_s`` (a mounted :class:`requests.adapters.HTTPAdapter`); the
   requests caveclient makes while it is being built get it through a scoped default. A query
@@ -24,7 +25,9 @@ Everything goes through caveclient's own API (``client.materialize.query_table``
   times with exponential backoff (``backoff_s * 2**attempt`` seconds, or the server's
   ``Retry-After``), then fails as a :class:`SourceError`.
 * **Tokens.** A missing or rejected (401/403) token is a :class:`SourceError` that says how to set
-  one up. The token is held in memory only: it is never logged, written to the cache or the
+  one up; a 403 that gives a reason (``missing_tos``, ``missing_permission``) keeps the server's
+  message and the Terms-of-Service link. caveclient opens that link in a web browser on
+  ``missing_tos``; this source never lets it (:func:`_no_browser`). The token is held in memory only: it is never logged, written to the cache or the
   manifest, put in an error message, or shown by :meth:`CaveSource.describe` / ``repr``.
 
 Token lookup order: ``auth_token`` argument, ``auth_token_file`` (a caveclient JSON secret file
@@ -165,6 +168,49 @@ def _default_timeout(timeout_s: float) -> Iterator[None]:
         requests.Session.request = original
 
 
+class _NoBrowser:
+    """Stands in for the ``webbrowser`` module inside ``caveclient.base``, which opens the Terms of
+    Service form in a browser when a server answers 403 ``missing_tos``. Records the URLs."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def open(self, url: str, *args: Any, **kwargs: Any) -> bool:
+        self.urls.append(url)
+        return False
+
+    open_new = open_new_tab = open
+
+
+@contextlib.contextmanager
+def _no_browser() -> Iterator[_NoBrowser]:
+    """While inside, caveclient cannot open a web browser (see :class:`_NoBrowser`)."""
+    import caveclient.base as cave_base
+
+    original = getattr(cave_base, "webbrowser", None)
+    stub = _NoBrowser()
+    cave_base.webbrowser = stub
+    try:
+        yield stub
+    finally:
+        cave_base.webbrowser = original
+
+
+def _forbidden_reason(response: requests.Response | None) -> tuple[str, str, str | None] | None:
+    """``(error, message, tos_url)`` of a CAVE auth 403 JSON body
+    (``{"error": "missing_tos", "message": ..., "data": {"tos_form_url": ...}}``), else None."""
+    if response is None:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not body.get("error"):
+        return None
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    return str(body["error"]), str(body.get("message") or ""), data.get("tos_form_url")
+
+
 class _DropLimitedQuery(logging.Filter):
     """Drops caveclient's log line for the 'Limited query' header while this source handles it."""
 
@@ -219,6 +265,7 @@ class CaveSource(Source):
     """
 
     kind = "cave"
+    provenance = "pulled from CAVE"
 
     def __init__(
         self,
@@ -379,9 +426,13 @@ class CaveSource(Source):
         for attempt in range(attempts):
             wait: float | None = None
             try:
-                return call()
+                with _no_browser():
+                    return call()
             except requests.HTTPError as e:
                 status = e.response.status_code if e.response is not None else None
+                reason = _forbidden_reason(e.response) if status == 403 else None
+                if reason is not None:
+                    raise SourceError(self._forbidden_message(what, *reason)) from None
                 if status in (401, 403):
                     raise SourceError(
                         f"{what}: the CAVE server rejected the auth token (HTTP {status}); it is "
@@ -419,6 +470,19 @@ class CaveSource(Source):
             f"request, {self.max_retries} retries with backoff from {self.backoff_s:g} s). The "
             "server may be down or overloaded: run the pull again later; finished batches are kept."
         )
+
+    def _forbidden_message(self, what: str, error: str, message: str, tos_url: str | None) -> str:
+        """The one error of a 403 with a reason: the server's words, the Terms-of-Service link."""
+        text = f"{what}: the CAVE server refused access (HTTP 403, {error})"
+        if message:
+            text += f": {self._scrub(_short(message))}"
+        if tos_url:
+            return (f"{text}.\nAccept the dataset's Terms of Service at {tos_url} (logged in with "
+                    "the account of your token), then run again.")
+        if error == "missing_permission":
+            return (f"{text}.\nYour token's account lacks access to datastack {self.namespace!r}; "
+                    "ask the dataset's maintainers for it, or use another token.\n" + _token_help(self._server))
+        return f"{text}.\n" + _token_help(self._server)
 
     def _query(self, what: str, call: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool]:
         """``call()`` with retries; also whether the server capped its result."""
@@ -486,13 +550,28 @@ class CaveSource(Source):
         if not capped:
             return [df]
         if not flt or n < 2:
-            raise SourceError(
-                f"{what}: the server capped the result at {self.row_limit} rows and there is no "
-                "filter list left to split; pull it filtered (filter_in) instead"
-            )
+            return self._pages(table, flt, what, df)
         half = n // 2
         return (self._table_rows(table, {**flt, key: flt[key][:half]}, key)
                 + self._table_rows(table, {**flt, key: flt[key][half:]}, key))
+
+    def _pages(self, table: str, flt: dict | None, what: str, first: pd.DataFrame) -> list[pd.DataFrame]:
+        """A capped query no filter can split, read on in pages of the cap by ``offset``/``limit``
+        until a page comes back short (``first`` is the capped answer, page 0)."""
+        mat = self._materialize()
+        limit = int(self.row_limit or len(first))
+        if limit < 1:
+            raise SourceError(f"{what}: the server capped the result at {limit} rows; cannot page")
+        frames, offset, page = [first], len(first), first
+        while len(page) >= limit:
+            page, _ = self._query(f"{what} (rows {offset}+)", lambda off=offset: mat.query_table(
+                table, filter_in_dict=flt, split_positions=True, desired_resolution=RESOLUTION_NM,
+                materialization_version=self.version, metadata=False, offset=off, limit=limit,
+            ))
+            frames.append(page)
+            offset += len(page)
+        logger.info("%s: read in %d pages of %d rows", what, len(frames), limit)
+        return frames
 
     # -- synapses -------------------------------------------------------------------------------
     def fetch_synapses(

@@ -144,6 +144,7 @@ class ColumnSource(Source):
     """The bundled real V1 column as canonical CAVE tables (see module docstring)."""
 
     kind = "column"
+    provenance = "read from the bundled snapshot"
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.snapshot = load_column_snapshot(folder)

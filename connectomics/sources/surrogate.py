@@ -131,6 +131,7 @@ class SurrogateSource(Source):
     """Offline source of a surrogate V1 column (see module docstring). Not MICrONS synapses."""
 
     kind = "surrogate"
+    provenance = "generated"
     namespace = "surrogate"
 
     def __init__(self, seed: int = 0, bounds: LayerBounds | None = None) -> None:

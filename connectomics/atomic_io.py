@@ -1,0 +1,72 @@
+"""Atomic file writing and file checksums: a file is either complete under its name or absent.
+
+Each writer writes to a temporary file beside the target (same folder, so same file system),
+fsyncs it and renames it onto the target (:func:`os.replace`, atomic on POSIX and Windows), so
+a reader never sees half a file and a crash leaves at most a hidden ``.<name>.*.tmp`` behind.
+Neutral on purpose: used by the Parquet cache, the graph files, the FER-2013 decode cache and
+the training runs alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+__all__ = ["atomic_path", "atomic_write", "write_bytes_atomic", "write_json_atomic", "sha256_of"]
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read ``chunk`` bytes at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
+
+    The caller writes (and closes) the temporary file inside the block; on an exception the
+    temporary file is removed and ``target`` is left as it was. Parent folders are created.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write(target: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(binary file object)`` on a temporary file, then rename it onto ``target``."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON (``str`` for what JSON lacks) atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,54 @@
+"""connectomics.atomic_io: a written file is complete or absent; checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from connectomics.atomic_io import atomic_path, atomic_write, sha256_of, write_bytes_atomic, write_json_atomic
+
+
+def test_writers_round_trip_with_the_usual_mode(tmp_path):
+    write_bytes_atomic(tmp_path / "a" / "b.bin", b"\x00\x01payload")
+    write_json_atomic(tmp_path / "c.json", {"b": 1, "a": [1, 2]})
+    atomic_write(tmp_path / "d.bin", lambda f: f.write(b"streamed"))
+    assert (tmp_path / "a" / "b.bin").read_bytes() == b"\x00\x01payload"
+    assert json.loads((tmp_path / "c.json").read_text()) == {"a": [1, 2], "b": 1}
+    assert (tmp_path / "d.bin").read_bytes() == b"streamed"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "d.bin").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "x.json"
+    write_json_atomic(target, {"old": True})
+
+    def half(f):
+        f.write(b'{"new": ')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, half)
+    assert json.loads(target.read_text()) == {"old": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "y.bin") as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_sha256_of_reads_in_chunks(tmp_path):
+    data = os.urandom(3000)
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_of(tmp_path / "f", chunk=1024) == hashlib.sha256(data).hexdigest()
+
+
+def test_cache_still_exports_the_helpers():
+    import connectomics.cache as cache
+
+    assert cache.atomic_path is atomic_path and cache.sha256_of is sha256_of
