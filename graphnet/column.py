@@ -273,7 +273,8 @@ class ColumnLayer(nn.Module):
         self.inhibition = inhibition if inhibition is not None else nn.Identity()
         self.noise_std = float(noise_std)
         self.register_buffer("threshold", torch.zeros(self.size))
-        self.record = False
+        self.record = False      # keep the last training batch's output (homeostasis)
+        self.record_pre = False  # ... and each projection's input (Hebbian updates)
         self.last_pre: dict[str, Tensor] = {}
         self.last_post: Tensor | None = None
 
@@ -296,9 +297,11 @@ class ColumnLayer(nn.Module):
             u = u + self.noise_std * torch.randn_like(u)
         h = self.inhibition(torch.relu(u - self.threshold))
         if self.training and self.record:
-            self.last_pre = {s: inputs[s].detach() for s in self.projections if s != "input"}
-            if self.intra is not None:
-                self.last_pre[_INTRA] = r.detach()
+            self.last_pre = {}
+            if self.record_pre:
+                self.last_pre = {s: inputs[s].detach() for s in self.projections if s != "input"}
+                if self.intra is not None:
+                    self.last_pre[_INTRA] = r.detach()
             self.last_post = h.detach()
         return h
 
@@ -338,18 +341,19 @@ class CorticalColumn(nn.Module):
     @torch.no_grad()
     def plasticity_step(self) -> dict[str, float]:
         """Hebbian (Oja) update within the masks plus homeostatic thresholds, from the activity
-        recorded in the last training forward (:mod:`graphnet.plasticity`). A no-op returning
-        ``{}`` when ``spec.hebbian_rate == 0``. Call it after each ``optimizer.step()``."""
-        if self.spec.hebbian_rate == 0:
+        recorded in the last training forward (:mod:`graphnet.plasticity`). Each switch acts
+        alone: weights move when ``spec.hebbian_rate > 0``, thresholds when ``spec.homeostasis``;
+        a no-op returning ``{}`` when both are off. Call it after each ``optimizer.step()``."""
+        if not self.rule.active:
             return {}
         heb, thr = [], []
         for name, layer in self.layers.items():
             if layer.last_post is None:
                 continue
             for src, proj in layer.projections.items():
-                if src != "input":
+                if src in layer.last_pre:
                     heb.append(HebbianRecord(f"{src}->{name}", proj, layer.last_pre[src], layer.last_post))
-            if layer.intra is not None:
+            if _INTRA in layer.last_pre:
                 heb.append(HebbianRecord(f"{name}->{name}", layer.intra, layer.last_pre[_INTRA],
                                          layer.last_post))
             thr.append(ThresholdRecord(name, layer.threshold, layer.last_post))
@@ -530,7 +534,8 @@ def compile_column(
             if spec.graded_inhibition else None
         layer = ColumnLayer(p.name, p.size, modules[p.name], intra.get(p.name), spec.layer_norm,
                             inh, spec.noise_std)
-        layer.record = spec.hebbian_rate > 0
+        layer.record = spec.hebbian_rate > 0 or spec.homeostasis
+        layer.record_pre = spec.hebbian_rate > 0
         layers[p.name] = layer
     col = CorticalColumn(spec, in_features, layers, plans, projs, backends, source)
     return col.to(device=dev, dtype=dtype) if (device is not None or dtype is not None) else col

@@ -146,7 +146,8 @@ def test_refuses_to_overwrite_or_resume_nothing(env):
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
-    cfg = tiny_cfg(env, "nan", epochs=4, hebbian_rate=0.0)   # (with Hebbian on, its step catches it first)
+    # plasticity off: with Hebbian or homeostasis on, the plasticity step catches the NaN first
+    cfg = tiny_cfg(env, "nan", epochs=4, hebbian_rate=0.0, homeostasis=False)
 
     def poison(step, model):
         if step == 7:                                   # epoch 2, second step
@@ -159,7 +160,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert not (Path(cfg.out) / "final.pt").exists()
     # the CLI turns it into exit status 2 with the message on stderr
-    cfg2 = tiny_cfg(env, "nan_cli", epochs=2, lr=1e30, grad_clip=0.0, hebbian_rate=0.0)
+    cfg2 = tiny_cfg(env, "nan_cli", epochs=2, lr=1e30, grad_clip=0.0, hebbian_rate=0.0,
+                    homeostasis=False)
     assert main(sum(([f"--{k}", str(v)] for k, v in cfg2.to_dict().items()), [])) == 2
 
 
