@@ -5,7 +5,8 @@ from .backend import CROSSOVER, choose_backend, crossover_density
 from .column import ColumnLayer, CorticalColumn, compile_column
 from .inhibition import (FastLateralInhibition2d, GradedInhibition, LateralInhibition2d,
                          inhibitory_input)
-from .masked_linear import MaskedLinear, init_edge_weights
+from .masked_linear import MaskedLinear
+from .projection import init_edge_weights
 from .null_models import NULL_MODELS, degree_shuffle, label_shuffle, random_graph
 from .plasticity import HebbianRule
 from .sparse_linear import SparseLinear
