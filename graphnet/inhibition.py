@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 if TYPE_CHECKING:  # pragma: no cover
+    import networkx as nx
+
     from connectomics.graph import ConnectomeGraph
 
 
@@ -43,6 +45,30 @@ def inhibitory_input(
         raise ValueError(f"measure={measure!r}; choose 'n_synapses' or 'connections'")
     per_node = np.bincount(post, weights=w, minlength=graph.n_nodes)
     return per_node[cells]
+
+
+def population_inhibitory_input(type_graph: "nx.DiGraph", population: str,
+                                measure: str = "n_synapses") -> float:
+    """Inhibitory input of one cell of ``population`` from a type-level graph (the mean over the
+    population, as :func:`inhibitory_input` gives per cell of a neuron-level graph).
+
+    ``measure="n_synapses"``: synapses from inhibitory populations per cell of ``population``;
+    ``"connections"``: expected inhibitory presynaptic cells (connection probability times the
+    presynaptic population's cells other than the cell itself, summed).
+    """
+    if measure not in ("n_synapses", "connections"):
+        raise ValueError(f"measure={measure!r}; choose 'n_synapses' or 'connections'")
+    n = type_graph.nodes[population]["n_cells"]
+    c = 0.0
+    for q in type_graph.predecessors(population):
+        if type_graph.nodes[q]["ei"] != "I":
+            continue
+        ed = type_graph.edges[q, population]
+        if measure == "n_synapses":
+            c += ed["n_synapses"] / n
+        else:  # presynaptic candidates: the other cells of q (no autapse within a population)
+            c += ed["connection_probability"] * (type_graph.nodes[q]["n_cells"] - (q == population))
+    return c
 
 
 class GradedInhibition(nn.Module):

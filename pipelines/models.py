@@ -30,7 +30,6 @@ from graphnet import ColumnSpec, FastLateralInhibition2d, compile_column
 from .config import Config
 
 NUM_CLASSES = 7
-PAPER_BIONIC_PARAMS = 1_536_684
 PAPER_CNN_PARAMS = 1_381_223
 
 

@@ -9,7 +9,8 @@ import torch
 
 from connectomics.graph import ConnectomeGraph
 from graphnet import FastLateralInhibition2d, GradedInhibition, LateralInhibition2d, inhibitory_input
-from graphnet.inhibition import DivisiveNorm075, lateral_window_kernel
+from graphnet.inhibition import DivisiveNorm075, lateral_window_kernel, population_inhibitory_input
+from graphnet.testing import synthetic_graph
 from graphnet.testing import torch_threads
 
 
@@ -43,6 +44,21 @@ def test_inhibitory_input_counts_synapses_and_cells():
     assert inhibitory_input(g, [0, 1, 2]).tolist() == [6.0, 1.0, 0.0]
     assert inhibitory_input(g, [0, 1, 2], measure="connections").tolist() == [2.0, 1.0, 0.0]
     assert inhibitory_input(g, [0, 1, 2], min_synapses=2).tolist() == [6.0, 0.0, 0.0]
+
+
+def test_population_inhibitory_input_is_the_population_mean_of_the_cells():
+    g = synthetic_graph(seed=3)
+    tg = g.type_graph
+    nodes = g.nodes
+    for pop in ("23P|L2/3", "4P|L4", "BC|L2/3"):
+        ct, layer = pop.split("|")
+        cells = np.flatnonzero(((nodes["cell_type"] == ct) & (nodes["layer"] == layer)).to_numpy())
+        for measure in ("n_synapses", "connections"):
+            want = inhibitory_input(g, cells, measure).mean()
+            assert want > 0
+            assert population_inhibitory_input(tg, pop, measure) == pytest.approx(want), (pop, measure)
+    with pytest.raises(ValueError, match="measure"):
+        population_inhibitory_input(tg, "4P|L4", "weight")
 
 
 def test_graded_inhibition_formula():
