@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from connectomics.graph import ConnectomeGraph
-from connectomics.stats import connection_probability
+from connectomics.stats import connection_probability, possible_pairs
 
 
 def _with_edges(graph: ConnectomeGraph, pre: np.ndarray, post: np.ndarray,
@@ -49,7 +49,7 @@ def random_graph(graph: ConnectomeGraph, seed: int = 0) -> ConnectomeGraph:
     order."""
     rng = np.random.default_rng(seed)
     n, m = graph.n_nodes, len(graph.edges)
-    possible = n * (n - 1)
+    possible = possible_pairs(n, n, same_population=True)
     if m > possible:
         raise ValueError(f"{m} edges do not fit {n} nodes without autapses")
     k = rng.choice(possible, size=m, replace=False) if m else np.zeros(0, dtype=np.int64)

@@ -7,13 +7,13 @@ import json
 from dataclasses import fields, replace
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from pipelines.augment import AugmentConfig, BatchAugment
 from pipelines.config import PRESETS, Config, add_config_arguments, config_from_args
 from pipelines.train import lr_factor
+from tests.conftest import widths_graph
 
 
 
@@ -102,11 +102,17 @@ def test_every_field_is_a_cli_option_and_types_parse():
     assert {f.name for f in fields(Config)} <= opts
     assert cfg.lr == 0.01 and cfg.dale is False and cfg.epochs == 3 and cfg.mask == "random"
     assert cfg.lateral_inhibition is False and cfg.augment is True
-    assert cfg.batch_size == PRESETS["paper"]["batch_size"] == 128    # from the preset
+    # every preset field not given on the command line comes from the preset, and the preset
+    # changes the defaults (so a preset that was not applied fails here)
+    given = {"lr", "dale", "epochs", "lateral_inhibition", "mask", "augment"}
+    assert {k: getattr(cfg, k) for k in set(PRESETS["paper"]) - given} == \
+        {k: v for k, v in PRESETS["paper"].items() if k not in given}
+    assert {k for k, v in PRESETS["paper"].items() if getattr(Config(), k) != v} - given
     ns400 = ap.parse_args(["--preset", "paper400", "--seed", "2"])
     cfg400, _ = config_from_args(ns400)
-    assert (cfg400.batch_size, cfg400.epochs, cfg400.lr_schedule) == (32, 400, "plateau")
-    assert cfg400.kernel_size == cfg.kernel_size == 5 and cfg400.out == "runs/paper400-s2"
+    assert {k: getattr(cfg400, k) for k in PRESETS["paper400"]} == PRESETS["paper400"]
+    assert {k for k, v in PRESETS["paper400"].items() if v != PRESETS["paper"].get(k)} >= {"batch_size", "epochs"}
+    assert cfg400.out == "runs/paper400-s2"
     assert cfg.out == "runs/paper-s1"
     assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(SystemExit):
@@ -130,28 +136,6 @@ def test_lr_schedules():
 
 
 # -- models ----------------------------------------------------------------------------------------
-def widths_graph(sizes: dict, p: float = 0.05, seed: int = 0):
-    """A neuron-level ConnectomeGraph from DataFrames with the given (cell_type, layer) sizes."""
-    from connectomics.graph import ConnectomeGraph
-
-    rng = np.random.default_rng(seed)
-    rows = [(ct, ly) for (ct, ly), n in sizes.items() for _ in range(n)]
-    n = len(rows)
-    inh = {"BC", "MC", "BPC", "NGC"}
-    nodes = pd.DataFrame({
-        "root_id": np.arange(n, dtype=np.int64) + 10**15, "nucleus_id": np.arange(n, dtype=np.int64),
-        "cell_type": [r[0] for r in rows], "mtype": [r[0] for r in rows], "layer": [r[1] for r in rows],
-        "ei": ["I" if r[0] in inh else "E" for r in rows],
-        "x_nm": rng.uniform(0, 1e5, n), "y_nm": rng.uniform(0, 1e6, n), "z_nm": rng.uniform(0, 1e5, n),
-        "depth_um": rng.uniform(0, 800, n)})
-    pre, post = np.nonzero(rng.random((n, n)) < p)
-    keep = pre != post
-    pre, post = pre[keep], post[keep]
-    edges = pd.DataFrame({"pre": pre, "post": post, "pre_root_id": pre + 10**15, "post_root_id": post + 10**15,
-                          "n_synapses": rng.integers(1, 5, len(pre)), "summed_size": rng.uniform(1e2, 1e4, len(pre))})
-    return ConnectomeGraph(nodes=nodes, edges=edges)
-
-
 PAPER_WIDTHS = {("4P", "L4"): 266, ("23P", "L2/3"): 349, ("5P-IT", "L5"): 136, ("5P-ET", "L5"): 39,
                 ("5P-NP", "L5"): 10, ("6P-IT", "L6"): 237, ("6P-CT", "L6"): 146,
                 ("BC", "L4"): 13, ("BC", "L2/3"): 17, ("MC", "L5"): 8}
