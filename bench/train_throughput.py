@@ -13,7 +13,7 @@ AdamW step, Hebbian/homeostatic ``plasticity_step``) at the same batch size:
 * **toolkit** -- the whole split as one uint8 tensor on the device, batched augmentation with
   independent per-image parameters (:mod:`pipelines.augment`), the model as ``pipelines.train``
   runs it: lateral inhibition as one fixed 3x3 convolution (same numbers, see
-  ``pipelines.models.fast_lateral_inhibition_class``), optionally ``channels_last``, a thread
+  ``graphnet.FastLateralInhibition2d``), optionally ``channels_last``, a thread
   count, fused AdamW where available, and (``--compile on``) ``torch.compile``. (Both pipelines
   use the CBAM and adaptive-pool implementations of :mod:`pipelines.models`, which keep the conv
   of CBAM on the channels_last path and pool by two small matmuls.)
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.augment import AugmentConfig, BatchAugment, normalize, to_float  # noqa: E402
 from pipelines.config import PRESETS, Config  # noqa: E402
-from pipelines.models import build_model, count_parameters, fast_lateral_inhibition_class  # noqa: E402
+from pipelines.models import build_model, count_parameters  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "fer2013"
 
@@ -92,9 +92,9 @@ class PlainFER(torch.utils.data.Dataset):
 
 def reference_lateral(model: nn.Module) -> nn.Module:
     """Swap the fast lateral inhibition back to graphnet's own module (same parameters)."""
-    from graphnet import LateralInhibition2d
+    from graphnet import FastLateralInhibition2d, LateralInhibition2d
 
-    fast = fast_lateral_inhibition_class()
+    fast = FastLateralInhibition2d
     for name, mod in list(model.named_modules()):
         for cname, child in list(mod.named_children()):
             if isinstance(child, fast):

@@ -10,6 +10,7 @@ assembled, the synapse files aggregated by the ``local`` or ``dask`` engine
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .cells import assemble_cells
 from .graph import ConnectomeGraph, load_graph
 from .layers import LayerBounds
 from .sources.base import Source
+from .stats import density, ei_connection_probability
 
 DEFAULT_CACHE = "data_cache"
 
@@ -159,25 +161,12 @@ def summary(graph: ConnectomeGraph) -> str:
         f"version: {graph.meta.get('version', '?')}",
         f"cells: {n}  ({int((graph.nodes['ei'] == 'E').sum())} E, {int((graph.nodes['ei'] == 'I').sum())} I)",
         f"synapses: {int(e['n_synapses'].sum())}  connected pairs: {len(e)}  "
-        f"density: {len(e) / max(n * (n - 1), 1):.4f}  synapses/connection: "
+        f"density: {density(graph):.4f}  synapses/connection: "
         f"{(e['n_synapses'].sum() / max(len(e), 1)):.2f}",
         "",
         "cells per type (rows) and layer (columns):",
         tab.to_string(),
     ]
-    tg = graph.type_graph
-    ei = {"EE": [0, 0], "EI": [0, 0], "IE": [0, 0], "II": [0, 0]}
-    for a, b, d in tg.edges(data=True):
-        k = tg.nodes[a]["ei"] + tg.nodes[b]["ei"]
-        if k in ei:  # cells of unknown class ("U") are in no E/I pair
-            ei[k][0] += d["connected_pairs"]
-    for a in tg.nodes:
-        for b in tg.nodes:
-            k = tg.nodes[a]["ei"] + tg.nodes[b]["ei"]
-            if k not in ei:
-                continue
-            na, nb = tg.nodes[a]["n_cells"], tg.nodes[b]["n_cells"]
-            ei[k][1] += na * nb - (na if a == b else 0)
     lines += ["", "connection probability by class: " + "  ".join(
-        f"{k[0]}->{k[1]} {c / p:.4f}" for k, (c, p) in ei.items() if p)]
+        f"{k} {p:.4f}" for k, p in ei_connection_probability(graph).items() if not math.isnan(p))]
     return "\n".join(lines)

@@ -52,9 +52,6 @@ EXCITATORY_MTYPES: tuple[str, ...] = (
 INHIBITORY_MTYPES: tuple[str, ...] = ("PTC", "DTC", "ITC", "STC")
 MTYPES: tuple[str, ...] = EXCITATORY_MTYPES + INHIBITORY_MTYPES
 
-#: Approximate correspondence of inhibitory m-types and coarse types (Schneider-Mizell et al. 2025).
-INHIBITORY_MTYPE_TO_COARSE: dict[str, str] = {"PTC": "BC", "DTC": "MC", "ITC": "BPC", "STC": "NGC"}
-
 _EI: dict[str, str] = {t: "E" for t in EXCITATORY_TYPES + EXCITATORY_MTYPES}
 _EI.update({t: "I" for t in INHIBITORY_TYPES + INHIBITORY_MTYPES})
 _EI[UNSURE] = UNKNOWN_CLASS
@@ -74,10 +71,6 @@ def ei_class(label: str) -> str:
         raise UnknownCellTypeError(
             f"unknown cell type {label!r}; known: {', '.join(COARSE_TYPES + MTYPES)}"
         ) from None
-
-
-def is_excitatory(label: str) -> bool:
-    return ei_class(label) == "E"
 
 
 def class_of_system(system: object) -> str | None:

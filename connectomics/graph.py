@@ -16,7 +16,7 @@ Cell-type/layer graph (:func:`type_graph`)
     a networkx ``DiGraph`` whose nodes are populations ``"<cell_type>|<layer>"`` with attributes
     ``cell_type, layer, ei, n_cells``, and whose edges carry ``n_synapses, summed_size,
     connected_pairs, possible_pairs, connection_probability`` (= connected / possible pairs; a
-    population's pairs with itself exclude autapses) and ``synapses_per_connection``.
+    population's pairs with itself exclude autapses: :func:`connectomics.stats.connection_probability`) and ``synapses_per_connection``.
 
 On disk (:meth:`ConnectomeGraph.save`): ``nodes.parquet``, ``edges.parquet``, ``type_nodes.parquet``,
 ``type_edges.parquet``, ``type_graph.graphml``, ``meta.json``; :meth:`ConnectomeGraph.to_pyg` gives
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .cache import read_parquet_checked, write_json_atomic, write_parquet_atomic
+from .stats import connection_probability, possible_pairs
 
 NODE_COLUMNS: dict[str, str] = {
     "root_id": "int64", "nucleus_id": "int64", "cell_type": "object", "mtype": "object",
@@ -89,11 +90,10 @@ def type_graph_from_table(nodes: pd.DataFrame, table: pd.DataFrame) -> nx.DiGrap
     for row in table.itertuples(index=False):
         a, b = row.pre_population, row.post_population
         na, nb = g.nodes[a]["n_cells"], g.nodes[b]["n_cells"]
-        possible = na * nb - (na if a == b else 0)
         g.add_edge(
             a, b, n_synapses=int(row.n_synapses), summed_size=float(row.summed_size),
-            connected_pairs=int(row.connected_pairs), possible_pairs=int(possible),
-            connection_probability=float(row.connected_pairs / possible) if possible else 0.0,
+            connected_pairs=int(row.connected_pairs), possible_pairs=possible_pairs(na, nb, a == b),
+            connection_probability=connection_probability(row.connected_pairs, na, nb, a == b),
             synapses_per_connection=float(row.n_synapses / row.connected_pairs),
         )
     return g

@@ -1,25 +1,22 @@
-"""Plots of a column's graphs, shared by the notebook, ``build_graph --plots`` and training reports.
+"""Figures of a column's graphs, shared by the notebook and ``build_graph --plots``.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global figure
 registry, no ``plt.show``), so it works under any backend, Agg included; save it with
-``fig.savefig(path)`` or let Jupyter display it.
+:func:`save_figure` or let Jupyter display it.
 
-Graph plots
+Graph figures
     :func:`cells_per_type_layer`, :func:`soma_depths`, :func:`connectivity_matrix`,
-    :func:`layer_flow`, :func:`degree_distributions`, :func:`compare_null_models`,
-    :func:`mask_images` (a compiled ``graphnet`` column; graphnet is only imported lazily there:
-    connectomics never imports graphnet at module level) and :func:`save_graph_plots`.
-Tables behind them
-    :func:`cell_counts`, :func:`population_order`, :func:`connectivity_table`, :func:`layer_table`,
-    :func:`degrees`, :func:`ei_connection_probability`, :func:`reciprocity`.
-Training reports (matplotlib/numpy only)
-    :func:`training_curves`, :func:`confusion_matrix`.
+    :func:`layer_flow`, :func:`degree_distributions`, :func:`compare_null_models` and
+    :func:`save_graph_plots`. The numbers they draw are :mod:`connectomics.stats`' tables.
+
+A compiled column's masks are drawn by :mod:`graphnet.plots`, training curves and confusion
+matrices by :mod:`pipelines.plots` (connectomics imports neither package).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -28,8 +25,9 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
-from .cell_types import COARSE_TYPES, MTYPES
-from .layers import LAYERS, LayerBounds
+from . import stats
+from .layers import LayerBounds
+from .stats import layer_rank, layers_present, type_rank
 
 if TYPE_CHECKING:  # pragma: no cover
     from .graph import ConnectomeGraph
@@ -57,19 +55,6 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _type_rank(t: str) -> tuple[int, str]:
-    vocab = COARSE_TYPES + MTYPES
-    return (vocab.index(t), t) if t in vocab else (len(vocab), t)
-
-
-def _layer_rank(layer: str) -> tuple[int, str]:
-    return (LAYERS.index(layer), layer) if layer in LAYERS else (len(LAYERS), layer)
-
-
-def _layers_present(values) -> list[str]:
-    return sorted(set(map(str, values)), key=_layer_rank)
-
-
 def _bounds_of(graph: "ConnectomeGraph", bounds: LayerBounds | None) -> LayerBounds:
     if bounds is not None:
         return bounds
@@ -78,179 +63,11 @@ def _bounds_of(graph: "ConnectomeGraph", bounds: LayerBounds | None) -> LayerBou
 
 
 # ------------------------------------------------------------------------------------------------
-# tables
-# ------------------------------------------------------------------------------------------------
-def cell_counts(graph: "ConnectomeGraph") -> pd.DataFrame:
-    """Cells per cell type (rows, canonical order) and layer (columns, pia to white matter)."""
-    tab = pd.crosstab(graph.nodes["cell_type"], graph.nodes["layer"])
-    rows = sorted(tab.index, key=_type_rank)
-    cols = sorted(tab.columns, key=_layer_rank)
-    return tab.loc[rows, cols]
-
-
-def population_order(graph: "ConnectomeGraph", order: str | Sequence[str] = "ei",
-                     by: str = "population") -> list[str]:
-    """Row/column order of a type x type matrix.
-
-    ``order``: ``"ei"`` (excitatory then inhibitory; canonical type order, then layer),
-    ``"layer"`` (by layer, E before I within a layer), ``"sorted"`` (alphabetical) or an explicit
-    list of names (a subset is allowed). ``by``: ``"population"`` (``"<type>|<layer>"``) or
-    ``"cell_type"``.
-    """
-    names, ei, layer = _groups(graph, by)
-    if not isinstance(order, str):
-        order = [str(x) for x in order]
-        unknown = [x for x in order if x not in names]
-        if unknown:
-            raise ValueError(f"unknown {by}(s) {unknown}; known: {names}")
-        return order
-    ctype = {n: n.split("|")[0] for n in names}
-    if order == "ei":
-        key = lambda n: (ei[n] != "E", _type_rank(ctype[n]), _layer_rank(layer[n]))  # noqa: E731
-    elif order == "layer":
-        key = lambda n: (_layer_rank(layer[n]), ei[n] != "E", _type_rank(ctype[n]))  # noqa: E731
-    elif order == "sorted":
-        key = str
-    else:
-        raise ValueError(f"order={order!r}: use 'ei', 'layer', 'sorted' or a list of names")
-    return sorted(names, key=key)
-
-
-def _groups(graph: "ConnectomeGraph", by: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """(names, E/I of each, layer of each: the population's, or the type's commonest)."""
-    if by == "population":
-        tg = graph.type_graph
-        return (list(tg.nodes), {n: d["ei"] for n, d in tg.nodes(data=True)},
-                {n: d["layer"] for n, d in tg.nodes(data=True)})
-    if by == "cell_type":
-        nodes = graph.nodes
-        g = nodes.groupby("cell_type", sort=True)
-        ei = g["ei"].first().to_dict()
-        layer = g["layer"].agg(lambda s: s.value_counts().index[0]).to_dict()
-        return list(ei), ei, layer
-    raise ValueError(f"by={by!r}: use 'population' or 'cell_type'")
-
-
-def connectivity_table(graph: "ConnectomeGraph", value: str = "connection_probability",
-                       order: str | Sequence[str] = "ei", by: str = "population") -> pd.DataFrame:
-    """The type x type matrix (rows = presynaptic, columns = postsynaptic) of one edge value.
-
-    ``value``: ``connection_probability`` (connected / possible pairs, autapses excluded),
-    ``synapses_per_connection``, ``summed_size``, ``n_synapses`` or ``connected_pairs``.
-    Unconnected pairs are 0, except ``synapses_per_connection`` (NaN: undefined). ``by="cell_type"``
-    pools the layers of each type (sums, then the ratios of the sums).
-    """
-    if value not in VALUE_LABELS:
-        raise ValueError(f"value={value!r}: choose one of {list(VALUE_LABELS)}")
-    names = population_order(graph, order, by)
-    idx = {n: i for i, n in enumerate(names)}
-    k = len(names)
-    sums = {c: np.zeros((k, k)) for c in ("n_synapses", "summed_size", "connected_pairs")}
-    tg = graph.type_graph
-    group = {n: (n if by == "population" else d["cell_type"]) for n, d in tg.nodes(data=True)}
-    for a, b, d in tg.edges(data=True):
-        i, j = idx.get(group[a]), idx.get(group[b])
-        if i is None or j is None:
-            continue
-        for c in sums:
-            sums[c][i, j] += d[c]
-    if value in sums:
-        mat = sums[value]
-    elif value == "synapses_per_connection":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mat = np.where(sums["connected_pairs"] > 0,
-                           sums["n_synapses"] / np.maximum(sums["connected_pairs"], 1), np.nan)
-    else:  # connection_probability
-        size = np.zeros(k)
-        for n, d in tg.nodes(data=True):
-            if group[n] in idx:
-                size[idx[group[n]]] += d["n_cells"]
-        possible = np.outer(size, size) - np.diag(size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mat = np.where(possible > 0, sums["connected_pairs"] / np.maximum(possible, 1), 0.0)
-    return pd.DataFrame(mat, index=pd.Index(names, name="pre"), columns=pd.Index(names, name="post"))
-
-
-def layer_table(graph: "ConnectomeGraph", pre_ei: str | None = "E") -> pd.DataFrame:
-    """Layer-to-layer connectivity from the neuron-level graph.
-
-    One row per (pre_layer, post_layer) of the layers present, pia to white matter:
-    ``n_synapses, summed_size, connected_pairs, possible_pairs, connection_probability,
-    synapses_per_connection``. ``pre_ei="E"``/``"I"`` keeps only excitatory/inhibitory presynaptic
-    cells (``None``: all).
-    """
-    nodes, e = graph.nodes, graph.edges
-    layers = _layers_present(nodes["layer"])
-    code = {l: i for i, l in enumerate(layers)}
-    lay = nodes["layer"].map(code).to_numpy(np.int64)
-    pre_ok = np.ones(len(nodes), bool) if pre_ei is None else (nodes["ei"] == pre_ei).to_numpy()
-    pre, post = e["pre"].to_numpy(), e["post"].to_numpy()
-    keep = pre_ok[pre]
-    k = len(layers)
-    key = lay[pre[keep]] * k + lay[post[keep]]
-    nsyn = np.bincount(key, weights=e["n_synapses"].to_numpy(float)[keep], minlength=k * k)
-    size = np.bincount(key, weights=e["summed_size"].to_numpy(float)[keep], minlength=k * k)
-    pairs = np.bincount(key, minlength=k * k).astype(float)
-    n_pre = np.bincount(lay[pre_ok], minlength=k).astype(float)
-    n_all = np.bincount(lay, minlength=k).astype(float)
-    possible = (np.outer(n_pre, n_all) - np.diag(n_pre)).ravel()
-    a, b = np.divmod(np.arange(k * k), k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return pd.DataFrame({
-            "pre_layer": [layers[i] for i in a], "post_layer": [layers[j] for j in b],
-            "n_synapses": nsyn.astype(np.int64), "summed_size": size,
-            "connected_pairs": pairs.astype(np.int64), "possible_pairs": possible.astype(np.int64),
-            "connection_probability": np.where(possible > 0, pairs / np.maximum(possible, 1), 0.0),
-            "synapses_per_connection": np.where(pairs > 0, nsyn / np.maximum(pairs, 1), np.nan),
-        })
-
-
-def degrees(graph: "ConnectomeGraph") -> pd.DataFrame:
-    """Per cell: ``in_degree``/``out_degree`` (connected partners) and ``in_synapses``/
-    ``out_synapses``, beside ``cell_type, layer, ei``."""
-    n, e = graph.n_nodes, graph.edges
-    pre, post = e["pre"].to_numpy(), e["post"].to_numpy()
-    w = e["n_synapses"].to_numpy(float)
-    return pd.DataFrame({
-        "cell_type": graph.nodes["cell_type"].to_numpy(), "layer": graph.nodes["layer"].to_numpy(),
-        "ei": graph.nodes["ei"].to_numpy(),
-        "in_degree": np.bincount(post, minlength=n), "out_degree": np.bincount(pre, minlength=n),
-        "in_synapses": np.bincount(post, weights=w, minlength=n).astype(np.int64),
-        "out_synapses": np.bincount(pre, weights=w, minlength=n).astype(np.int64),
-    })
-
-
-def ei_connection_probability(graph: "ConnectomeGraph") -> dict[str, float]:
-    """Connection probability between the classes: ``{"E->E", "E->I", "I->E", "I->I"}``."""
-    ei = (graph.nodes["ei"] == "I").to_numpy().astype(np.int64)
-    e = graph.edges
-    key = ei[e["pre"].to_numpy()] * 2 + ei[e["post"].to_numpy()]
-    pairs = np.bincount(key, minlength=4)
-    n = np.bincount(ei, minlength=2).astype(float)
-    out = {}
-    for k, name in enumerate(("E->E", "E->I", "I->E", "I->I")):
-        a, b = divmod(k, 2)
-        possible = n[a] * n[b] - (n[a] if a == b else 0)
-        out[name] = float(pairs[k] / possible) if possible > 0 else float("nan")
-    return out
-
-
-def reciprocity(graph: "ConnectomeGraph") -> float:
-    """Fraction of connected ordered pairs whose reverse pair is connected too."""
-    e = graph.edges
-    if not len(e):
-        return float("nan")
-    n = graph.n_nodes
-    pre, post = e["pre"].to_numpy(np.int64), e["post"].to_numpy(np.int64)
-    return float(np.isin(post * n + pre, pre * n + post).mean())
-
-
-# ------------------------------------------------------------------------------------------------
 # graph plots
 # ------------------------------------------------------------------------------------------------
 def cells_per_type_layer(graph: "ConnectomeGraph") -> Figure:
     """Stacked bars: cells per coarse type, split by layer; type names coloured by E/I."""
-    tab = cell_counts(graph)
+    tab = stats.cell_counts(graph)
     ei = graph.nodes.groupby("cell_type")["ei"].first()
     fig = _figure(max(6.0, 0.55 * len(tab) + 2.5), 4.2)
     ax = fig.add_subplot()
@@ -321,7 +138,7 @@ def soma_depths(graph: "ConnectomeGraph", bounds: LayerBounds | None = None) -> 
     ax0.set_ylabel("depth below pia (um)")
     ax0.set_title("Soma positions")
     ax0.legend(fontsize=8, loc="lower left", markerscale=2)
-    types = sorted(nodes["cell_type"].unique(), key=_type_rank)
+    types = sorted(nodes["cell_type"].unique(), key=type_rank)
     rng = np.random.default_rng(0)
     ei = nodes.groupby("cell_type")["ei"].first()
     for i, t in enumerate(types):
@@ -417,12 +234,12 @@ def connectivity_matrix(graph: "ConnectomeGraph", value: str = "connection_proba
     value is undefined (``synapses_per_connection``) or zero on a log scale. ``annotate`` writes
     the values in the cells (default: when there are at most 12 rows).
     """
-    table = connectivity_table(graph, value, order, by)
+    table = stats.connectivity_table(graph, value, order, by)
     # a count-only source (the bundled MICrONS column) has no synapse sizes: missing, not zero
     sizes_unknown = value == "summed_size" and bool(np.isnan(table.to_numpy()).any())
     if sizes_unknown:
         table = table * np.nan
-    _, ei, _ = _groups(graph, by)
+    _, ei, _ = stats.population_groups(graph, by)
     k = len(table)
     side = max(5.5, 0.3 * k + 3.0)
     fig = _figure(side + 1.3, side)
@@ -495,8 +312,8 @@ def layer_flow(graph: "ConnectomeGraph", pre_ei: str | None = "E",
     between-layer synapses left out); the canonical pathway ``flow`` (L4 -> L2/3 -> L5 -> L6) in red,
     labelled with its share of the between-layer synapses.
     """
-    table = layer_table(graph, pre_ei)
-    layers = _layers_present(graph.nodes["layer"])
+    table = stats.layer_table(graph, pre_ei)
+    layers = layers_present(graph.nodes["layer"])
     has_pre = table.groupby("pre_layer")["possible_pairs"].sum()
     rows = [l for l in layers if has_pre.get(l, 0) > 0]
     mat = table.pivot(index="pre_layer", columns="post_layer", values=value).loc[rows, layers]
@@ -523,12 +340,12 @@ def _group_values(graph: "ConnectomeGraph", by: str | None) -> tuple[np.ndarray,
         return np.full(len(nodes), "all", dtype=object), ["all"]
     if by == "population":
         g = (nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str)).to_numpy()
-        return g, population_order(graph, "ei")
+        return g, stats.population_order(graph, "ei")
     if by not in nodes.columns:
         raise ValueError(f"by={by!r}: use a node column (cell_type, layer, ei, mtype), "
                          "'population' or None")
     g = nodes[by].astype(str).to_numpy()
-    rank = {"cell_type": _type_rank, "mtype": _type_rank, "layer": _layer_rank}.get(by, str)
+    rank = {"cell_type": type_rank, "mtype": type_rank, "layer": layer_rank}.get(by, str)
     return g, sorted(set(g), key=rank)
 
 
@@ -536,7 +353,7 @@ def degree_distributions(graph: "ConnectomeGraph", by: str | None = "cell_type")
     """In- and out-degree (connected partners per cell) per group, as box plots (whiskers 5-95%,
     dots = mean), boxes coloured by E/I. ``by``: a node column (``cell_type``, ``layer``, ``ei``,
     ``mtype``), ``"population"`` or ``None`` (all cells: histograms)."""
-    deg = degrees(graph)
+    deg = stats.degrees(graph)
     groups, names = _group_values(graph, by)
     fig = _figure(max(8.0, 0.45 * len(names) * 2 + 3.0), 4.5)
     axes = fig.subplots(1, 2, sharey=True)
@@ -588,10 +405,10 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
         raise ValueError("compare_null_models needs at least one graph")
     names = list(graphs)
     ref = graphs[names[0]]
-    rows = population_order(ref, order) if isinstance(order, str) else list(order)
+    rows = stats.population_order(ref, order) if isinstance(order, str) else list(order)
     tables = {}
     for n, g in graphs.items():
-        t = connectivity_table(g, value, "ei")
+        t = stats.connectivity_table(g, value, "ei")
         tables[n] = t.reindex(index=rows, columns=rows)
         if value != "synapses_per_connection":
             tables[n] = tables[n].fillna(0.0)
@@ -623,10 +440,10 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
     classes = ("E->E", "E->I", "I->E", "I->I")
     w = 0.8 / k
     for i, n in enumerate(names):
-        p = ei_connection_probability(graphs[n])
+        p = stats.ei_connection_probability(graphs[n])
         axc.bar(np.arange(4) + (i - (k - 1) / 2) * w, [p[c] for c in classes], w, label=n,
                 color=palette[i % 10])
-        deg = degrees(graphs[n])
+        deg = stats.degrees(graphs[n])
         lw = 1.0 + 2.5 * (k - 1 - i) / max(k - 1, 1)  # earlier graphs wider: identical curves stay visible
         _ccdf(axd, deg["out_degree"], color=palette[i % 10], lw=lw, label=f"{n} out")
         _ccdf(axd, deg["in_degree"], color=palette[i % 10], lw=lw, ls="--", label=f"{n} in")
@@ -641,7 +458,7 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
     axd.text(0.98, 0.02, "degree-preserving nulls overlap the connectome", transform=axd.transAxes,
              ha="right", va="bottom", fontsize=7, color="0.4")
     axd.legend(fontsize=6, frameon=False, ncol=2)
-    rec = [reciprocity(graphs[n]) for n in names]
+    rec = [stats.reciprocity(graphs[n]) for n in names]
     refm = tables[names[0]].to_numpy(float).ravel()
     corr = []
     for n in names:
@@ -660,183 +477,6 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
     for a in (axc, axd, axr):
         a.spines[["top", "right"]].set_visible(False)
     fig.suptitle(f"Connectome vs null models: {VALUE_LABELS.get(value, value)}")
-    return fig
-
-
-# ------------------------------------------------------------------------------------------------
-# compiled column (graphnet; imported lazily)
-# ------------------------------------------------------------------------------------------------
-def _population_ticks(ax, axis: str, names: Sequence[str], sizes: Sequence[int]) -> None:
-    edges = np.cumsum([0, *sizes])
-    for b in edges[1:-1]:
-        (ax.axvline if axis == "x" else ax.axhline)(b - 0.5, color="0.4", lw=0.6, gid="population-boundary")
-    centers = (edges[:-1] + edges[1:]) / 2 - 0.5
-    labels = [n.replace("|", "\n") for n in names]
-    if axis == "x":
-        ax.set_xticks(centers, labels, fontsize=7)
-    else:
-        ax.set_yticks(centers, labels, fontsize=7, rotation=90, va="center")
-    ax.tick_params(length=0)
-
-
-def mask_images(column: Any, dpi: int | None = None) -> Figure:
-    """Each masked projection of a compiled ``graphnet`` column as an image (rows = postsynaptic
-    units, columns = presynaptic units; red = excitatory, blue = inhibitory presynaptic unit),
-    populations separated by grey lines, titled with its shape, edges, density and the
-    dense/sparse backend the compiler chose. Top row: projections between layers; bottom row:
-    within-layer projections. The dense input projection (``nn.Linear``) is not shown.
-
-    ``dpi`` (default: enough pixels for one per unit, 100-300) is the figure's resolution.
-    """
-    from graphnet import CorticalColumn  # lazy: connectomics never imports graphnet at load
-
-    if not isinstance(column, CorticalColumn):
-        raise TypeError(f"mask_images needs a compiled graphnet CorticalColumn, got {type(column).__name__}")
-    plans = column.projection_plans
-    ff = [k for k, p in plans.items() if p.src != p.dst]
-    intra = [k for k, p in plans.items() if p.src == p.dst]
-    rows = [r for r in (ff, intra) if r]
-    if not rows:
-        raise ValueError("the column has no masked projections")
-    ncols = max(len(r) for r in rows)
-    panel = 3.6
-    biggest = max(max(p.n_src, p.n_dst) for p in plans.values())
-    dpi = dpi or int(min(300, max(100, np.ceil(1.15 * biggest / (panel - 1.0)))))
-    fig = Figure(figsize=(panel * ncols + 0.6, (panel + 0.4) * len(rows) + 0.5), dpi=dpi,
-                 layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(rows), ncols, squeeze=False))
-
-    cmap = mcolors.ListedColormap([I_COLOR, "white", E_COLOR])
-    norm = mcolors.BoundaryNorm([-1.5, -0.5, 0.5, 1.5], cmap.N)
-    for r, keys in enumerate(rows):
-        for c in range(ncols):
-            ax = axes[r, c]
-            if c >= len(keys):
-                ax.set_axis_off()
-                continue
-            pp = plans[keys[c]]
-            mod = column.projection(pp.src, pp.dst)
-            mask = mod.mask.detach().cpu().numpy().astype(bool)
-            src_plan, dst_plan = column.layer_plans[pp.src], column.layer_plans[pp.dst]
-            sign = np.where(np.asarray(src_plan.ei) == "I", -1, 1)
-            img = np.where(mask, sign[None, :], 0).astype(float)
-            im = ax.imshow(img, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
-            im.set_gid(f"mask:{pp.src}->{pp.dst}")
-            _population_ticks(ax, "x", src_plan.populations, src_plan.population_sizes)
-            _population_ticks(ax, "y", dst_plan.populations, dst_plan.population_sizes)
-            ax.set_xlabel(f"presynaptic: {pp.src} ({pp.n_src} units)", fontsize=8)
-            ax.set_ylabel(f"postsynaptic: {pp.dst} ({pp.n_dst} units)", fontsize=8)
-            within = " (within layer)" if pp.src == pp.dst else ""
-            ax.set_title(f"{pp.src} \u2192 {pp.dst}{within}\n{mod.n_edges} edges, density "
-                         f"{mod.density:.4f}, {column.backends[keys[c]]}", fontsize=9)
-    spec = column.spec
-    fig.suptitle(f"Compiled column {spec.name!r} ({column.source}, mask={spec.mask}): masks, "
-                 "rows = post, columns = pre; red/blue = E/I presynaptic", fontsize=10)
-    return fig
-
-
-# ------------------------------------------------------------------------------------------------
-# training reports (matplotlib/numpy only)
-# ------------------------------------------------------------------------------------------------
-_SPLITS = ("train", "val", "valid", "validation", "test", "eval")
-
-
-def _split_metric(name: str) -> tuple[str, str]:
-    """``"val_loss"``/``"val/loss"``/``"loss_val"`` -> ("loss", "val"); ``"lr"`` -> ("lr", "")."""
-    low = name.lower()
-    for s in _SPLITS:
-        for sep in ("_", "/", "."):
-            if low.startswith(s + sep):
-                return name[len(s) + 1:], s
-            if low.endswith(sep + s):
-                return name[: -len(s) - 1], s
-    return name, ""
-
-
-def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str] | None = None) -> Figure:
-    """One panel per metric (``train_loss``/``val_loss`` share the "loss" panel, etc.).
-
-    ``metrics_df``: a pandas DataFrame, a dict of columns or a list of row dicts. ``x``: the
-    x column (default ``epoch``, else ``step``, else the row number). NaN entries (metrics logged
-    on some rows only) are skipped per line. Only numpy and matplotlib are used.
-    """
-    if isinstance(metrics_df, (list, tuple)):
-        keys: list[str] = []
-        for r in metrics_df:
-            keys += [k for k in r if k not in keys]
-        cols = {k: np.array([r.get(k, np.nan) for r in metrics_df], dtype=float) for k in keys}
-    else:
-        cols = {str(k): np.asarray(metrics_df[k]) for k in list(metrics_df.keys())}
-    if not cols:
-        raise ValueError("training_curves: no columns")
-    n = len(next(iter(cols.values())))
-    if x is None:
-        x = next((c for c in ("epoch", "step", "iteration") if c in cols), None)
-    xs = np.asarray(cols[x], dtype=float) if x else np.arange(n, dtype=float)
-    skip = {x, "epoch", "step", "iteration", "time", "wall_time"}
-    names = list(metrics) if metrics is not None else [
-        c for c in cols if c not in skip and np.issubdtype(np.asarray(cols[c]).dtype, np.number)]
-    panels: dict[str, list[tuple[str, str]]] = {}
-    for c in names:
-        base, split = _split_metric(c)
-        panels.setdefault(base, []).append((c, split))
-    k = max(len(panels), 1)
-    ncols = min(k, 3)
-    nrows = -(-k // ncols)
-    fig = _figure(4.2 * ncols, 3.3 * nrows)
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    style = {"train": "-", "val": "-", "valid": "-", "validation": "-", "test": "--", "eval": "-"}
-    for ax, (base, lines) in zip(axes, panels.items()):
-        for c, split in lines:
-            y = np.asarray(cols[c], dtype=float)
-            ok = np.isfinite(y) & np.isfinite(xs)
-            ax.plot(xs[ok], y[ok], style.get(split, "-"), marker="o" if ok.sum() <= 30 else None,
-                    ms=3, label=split or c)
-        ax.set_title(base)
-        ax.set_xlabel(x or "row")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, frameon=False)
-        if "loss" in base.lower() and all(np.nanmin(np.asarray(cols[c], float)) > 0 for c, _ in lines):
-            y_all = np.concatenate([np.asarray(cols[c], float) for c, _ in lines])
-            y_all = y_all[np.isfinite(y_all)]
-            if len(y_all) and y_all.max() / y_all.min() > 30:
-                ax.set_yscale("log")
-    for ax in axes[len(panels):]:
-        ax.set_axis_off()
-    fig.suptitle("Training curves")
-    return fig
-
-
-def confusion_matrix(cm: Any, class_names: Sequence[str], normalize: bool = True,
-                     title: str | None = None) -> Figure:
-    """Confusion matrix (rows = true class, columns = predicted). ``normalize``: each row divided
-    by its total (recall on the diagonal), counts written beside; the title gives the accuracy."""
-    cm = np.asarray(cm, dtype=float)
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
-        raise ValueError(f"cm {cm.shape} must be square and match {len(class_names)} class names")
-    total = cm.sum()
-    acc = np.trace(cm) / total if total else float("nan")
-    rows = cm.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shown = np.where(rows > 0, cm / np.maximum(rows, 1e-300), 0.0) if normalize else cm
-    k = len(class_names)
-    side = max(4.5, 0.55 * k + 2.5)
-    fig = _figure(side + 1.0, side)
-    ax = fig.add_subplot()
-    im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None, interpolation="nearest")
-    ax.set_xticks(np.arange(k), list(class_names), rotation=45, ha="right")
-    ax.set_yticks(np.arange(k), list(class_names))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if k <= 20:
-        thresh = 0.5 * (shown.max() if shown.size else 1)
-        for (i, j), v in np.ndenumerate(shown):
-            txt = f"{v:.2f}\n({int(cm[i, j])})" if normalize else f"{int(v)}"
-            ax.text(j, i, txt, ha="center", va="center", fontsize=7 if k > 8 else 8,
-                    color="white" if v > thresh else "black")
-    cb = fig.colorbar(im, ax=ax, shrink=0.8)
-    cb.set_label("fraction of true class" if normalize else "count")
-    ax.set_title(f"{title or 'Confusion matrix'} (accuracy {acc:.1%}, n = {int(total)})")
     return fig
 
 

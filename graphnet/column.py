@@ -39,9 +39,9 @@ from torch import Tensor, nn
 from connectomics.graph import ConnectomeGraph
 
 from .backend import choose_backend
-from .inhibition import GradedInhibition, inhibitory_input
+from .inhibition import GradedInhibition, inhibitory_input, population_inhibitory_input
 from .masked_linear import MaskedLinear
-from .null_models import NULL_MODELS
+from .null_models import NULL_MODELS, TYPE_NULL_MODELS
 from .plasticity import HebbianRecord, HebbianRule, ThresholdRecord
 from .sparse_linear import SparseLinear
 from .spec import ColumnSpec, LayerSpec
@@ -194,13 +194,7 @@ def _plan_type_graph(tg: nx.DiGraph, spec: ColumnSpec) -> tuple[list[LayerPlan],
         units, ei, inh, sl, attrs, start = [], [], [], [], [], 0
         for p, n in zip(pops, sizes):
             d = tg.nodes[p]
-            c = 0.0
-            for q in tg.predecessors(p):
-                if tg.nodes[q]["ei"] != "I":
-                    continue
-                ed = tg.edges[q, p]
-                c += ed["n_synapses"] / n if spec.inhibition_measure == "n_synapses" \
-                    else ed["connection_probability"] * tg.nodes[q]["n_cells"]
+            c = population_inhibitory_input(tg, p, spec.inhibition_measure)
             units += [f"{p}#{k}" for k in range(n)]
             ei += [d["ei"]] * n
             inh += [c] * n
@@ -210,10 +204,8 @@ def _plan_type_graph(tg: nx.DiGraph, spec: ColumnSpec) -> tuple[list[LayerPlan],
             start += n
         slices[ls.name] = sl
         plans.append(LayerPlan(ls.name, pops, sizes, units, np.array(ei), np.array(inh), attrs))
-    if spec.mask == "random":
-        pairs = sum(e.get("connected_pairs", 0) for _, _, e in tg.edges(data=True))
-        possible = sum(tg.nodes[n]["n_cells"] for n in tg) ** 2 - sum(tg.nodes[n]["n_cells"] for n in tg)
-        global_p = pairs / max(1, possible)
+    # masks are sampled from the (null-model) graph; units and inhibition come from the graph
+    sampled = TYPE_NULL_MODELS[spec.mask](tg) if spec.mask in TYPE_NULL_MODELS else tg
     index = {p.name: i for i, p in enumerate(plans)}
     pairs_ = list(spec.projections) + ([(l.name, l.name) for l in spec.layers] if spec.intra_layer else [])
     projs = []
@@ -224,12 +216,10 @@ def _plan_type_graph(tg: nx.DiGraph, spec: ColumnSpec) -> tuple[list[LayerPlan],
         ssz = np.zeros((nd, ns))
         for P, sp in slices[src]:
             for Q, sq in slices[dst]:
-                ed = tg.edges[P, Q] if tg.has_edge(P, Q) else None
+                ed = sampled.edges[P, Q] if sampled.has_edge(P, Q) else None
                 if spec.mask == "dense":
                     p = 1.0
-                elif spec.mask == "random":
-                    p = global_p
-                else:
+                else:  # connectome, or the random null model's uniform probability
                     p = float(ed["connection_probability"]) if ed is not None else 0.0
                 blk = rng.random((sq.stop - sq.start, sp.stop - sp.start)) < p
                 if P == Q:
@@ -273,7 +263,8 @@ class ColumnLayer(nn.Module):
         self.inhibition = inhibition if inhibition is not None else nn.Identity()
         self.noise_std = float(noise_std)
         self.register_buffer("threshold", torch.zeros(self.size))
-        self.record = False
+        self.record = False      # keep the last training batch's output (homeostasis)
+        self.record_pre = False  # ... and each projection's input (Hebbian updates)
         self.last_pre: dict[str, Tensor] = {}
         self.last_post: Tensor | None = None
 
@@ -296,9 +287,11 @@ class ColumnLayer(nn.Module):
             u = u + self.noise_std * torch.randn_like(u)
         h = self.inhibition(torch.relu(u - self.threshold))
         if self.training and self.record:
-            self.last_pre = {s: inputs[s].detach() for s in self.projections if s != "input"}
-            if self.intra is not None:
-                self.last_pre[_INTRA] = r.detach()
+            self.last_pre = {}
+            if self.record_pre:
+                self.last_pre = {s: inputs[s].detach() for s in self.projections if s != "input"}
+                if self.intra is not None:
+                    self.last_pre[_INTRA] = r.detach()
             self.last_post = h.detach()
         return h
 
@@ -338,18 +331,19 @@ class CorticalColumn(nn.Module):
     @torch.no_grad()
     def plasticity_step(self) -> dict[str, float]:
         """Hebbian (Oja) update within the masks plus homeostatic thresholds, from the activity
-        recorded in the last training forward (:mod:`graphnet.plasticity`). A no-op returning
-        ``{}`` when ``spec.hebbian_rate == 0``. Call it after each ``optimizer.step()``."""
-        if self.spec.hebbian_rate == 0:
+        recorded in the last training forward (:mod:`graphnet.plasticity`). Each switch acts
+        alone: weights move when ``spec.hebbian_rate > 0``, thresholds when ``spec.homeostasis``;
+        a no-op returning ``{}`` when both are off. Call it after each ``optimizer.step()``."""
+        if not self.rule.active:
             return {}
         heb, thr = [], []
         for name, layer in self.layers.items():
             if layer.last_post is None:
                 continue
             for src, proj in layer.projections.items():
-                if src != "input":
+                if src in layer.last_pre:
                     heb.append(HebbianRecord(f"{src}->{name}", proj, layer.last_pre[src], layer.last_post))
-            if layer.intra is not None:
+            if _INTRA in layer.last_pre:
                 heb.append(HebbianRecord(f"{name}->{name}", layer.intra, layer.last_pre[_INTRA],
                                          layer.last_post))
             thr.append(ThresholdRecord(name, layer.threshold, layer.last_post))
@@ -409,10 +403,6 @@ class CorticalColumn(nn.Module):
                 f"out_features={self.out_features}, source={self.source}, "
                 f"parameters={n_params:,})\n  {switches}\n"
                 + _indent(lt.to_string(index=False)) + "\n" + _indent(pt.to_string(index=False)))
-
-    def module_tree(self) -> str:
-        """The default ``nn.Module`` representation (the module tree)."""
-        return nn.Module.__repr__(self)
 
     # -- export ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -535,7 +525,8 @@ def compile_column(
             if spec.graded_inhibition else None
         layer = ColumnLayer(p.name, p.size, modules[p.name], intra.get(p.name), spec.layer_norm,
                             inh, spec.noise_std)
-        layer.record = spec.hebbian_rate > 0
+        layer.record = spec.hebbian_rate > 0 or spec.homeostasis
+        layer.record_pre = spec.hebbian_rate > 0
         layers[p.name] = layer
     col = CorticalColumn(spec, in_features, layers, plans, projs, backends, source)
     return col.to(device=dev, dtype=dtype) if (device is not None or dtype is not None) else col

@@ -1,4 +1,8 @@
-"""Inhibition: graded (per cell, from the connectome) and lateral (conv feature maps)."""
+"""Inhibition: graded (per cell, from the connectome) and lateral (conv feature maps).
+
+:class:`LateralInhibition2d` is the reference formula; :class:`FastLateralInhibition2d` computes
+the same numbers as one fixed convolution of :math:`x^2` with a fused backward (the one the
+training pipeline uses)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 if TYPE_CHECKING:  # pragma: no cover
+    import networkx as nx
+
     from connectomics.graph import ConnectomeGraph
 
 
@@ -39,6 +45,30 @@ def inhibitory_input(
         raise ValueError(f"measure={measure!r}; choose 'n_synapses' or 'connections'")
     per_node = np.bincount(post, weights=w, minlength=graph.n_nodes)
     return per_node[cells]
+
+
+def population_inhibitory_input(type_graph: "nx.DiGraph", population: str,
+                                measure: str = "n_synapses") -> float:
+    """Inhibitory input of one cell of ``population`` from a type-level graph (the mean over the
+    population, as :func:`inhibitory_input` gives per cell of a neuron-level graph).
+
+    ``measure="n_synapses"``: synapses from inhibitory populations per cell of ``population``;
+    ``"connections"``: expected inhibitory presynaptic cells (connection probability times the
+    presynaptic population's cells other than the cell itself, summed).
+    """
+    if measure not in ("n_synapses", "connections"):
+        raise ValueError(f"measure={measure!r}; choose 'n_synapses' or 'connections'")
+    n = type_graph.nodes[population]["n_cells"]
+    c = 0.0
+    for q in type_graph.predecessors(population):
+        if type_graph.nodes[q]["ei"] != "I":
+            continue
+        ed = type_graph.edges[q, population]
+        if measure == "n_synapses":
+            c += ed["n_synapses"] / n
+        else:  # presynaptic candidates: the other cells of q (no autapse within a population)
+            c += ed["connection_probability"] * (type_graph.nodes[q]["n_cells"] - (q == population))
+    return c
 
 
 class GradedInhibition(nn.Module):
@@ -147,3 +177,79 @@ class LateralInhibition2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"size={self.size}, spatial={self.spatial}, alpha={self.alpha}, "
                 f"beta={self.beta}, k={self.k}")
+
+
+def lateral_window_kernel(channels: int, size: int, spatial: int) -> Tensor:
+    """``(C, C, s, s)`` conv kernel whose output is the mean of :math:`x^2` over the ``size``
+    channels x ``spatial`` x ``spatial`` zero-padded window of :class:`LateralInhibition2d` (the
+    divisor counts the padding, as there)."""
+    w = torch.zeros(channels, channels, spatial, spatial)
+    h = size // 2
+    for c in range(channels):
+        w[c, max(0, c - h):min(channels, c + h + 1)] = 1.0 / (size * spatial * spatial)
+    return w
+
+
+class DivisiveNorm075(torch.autograd.Function):
+    r""":math:`y = x\,t^{-3/4}`, :math:`t = k + \alpha\,\mathrm{conv2d}(x^2, \text{window})`: forward
+    and a hand-written backward with rsqrt/sqrt/mul only (autograd's rsqrt/pow backward calls a
+    slow ``pow``) and few passes over the ``(B, C, H, W)`` maps."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, window: Tensor, k: float, alpha: float, padding: int) -> Tensor:
+        t = F.conv2d(x * x, window, padding=padding)
+        if alpha != 1.0:
+            t.mul_(alpha)
+        t.add_(k)
+        r = torch.rsqrt(t)            # t^-1/2
+        r.mul_(torch.sqrt(r))         # t^-3/4
+        ctx.save_for_backward(x, window, t, r)
+        ctx.alpha, ctx.padding = alpha, padding
+        return x * r
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, window, t, r = ctx.saved_tensors
+        # dL/dt = -3/4 dy x t^-7/4 = -3/4 dy x r / t ;  dL/dx = dy r + 2 x conv^T(alpha dL/dt)
+        q = dy * x
+        q.mul_(r).div_(t).mul_(-0.75 * ctx.alpha)
+        # conv^T as a conv with the transposed, flipped kernel (mkldnn/cuDNN fast path)
+        ds = F.conv2d(q, window.transpose(0, 1).flip(2, 3), padding=ctx.padding)
+        dx = dy * r
+        dx.addcmul_(x, ds, value=2.0)
+        return dx, None, None, None, None
+
+
+class FastLateralInhibition2d(LateralInhibition2d):
+    """:class:`LateralInhibition2d` for a fixed channel count, with the same formula and (empty)
+    state dict, computed as one fixed convolution of :math:`x^2` (an mkldnn/cuDNN kernel) instead
+    of an ``avg_pool3d``, with a fused backward for the default beta = 3/4
+    (:class:`DivisiveNorm075`); always in float32 (autocast off inside). ~5x faster
+    forward+backward than the reference on CPU for the paper's (256, 8, 48, 48) maps. Inputs
+    whose channel count is not ``channels`` take the reference path.
+
+    Args:
+        channels: :math:`C` of the inputs; the other arguments are :class:`LateralInhibition2d`'s.
+    """
+
+    def __init__(self, channels: int, size: int = 5, spatial: int = 3, alpha: float = 1.0,
+                 beta: float = 0.75, k: float = 1.0) -> None:
+        super().__init__(size=size, spatial=spatial, alpha=alpha, beta=beta, k=k)
+        self.channels = int(channels)
+        self.register_buffer("window", lateral_window_kernel(self.channels, self.size, self.spatial),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (N, C, H, W) -> (N, C, H, W)
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            w = self.window.float()
+            if self.beta == 0.75:
+                return DivisiveNorm075.apply(x, w, self.k, self.alpha, self.spatial // 2)
+            t = self.k + self.alpha * F.conv2d(x * x, w, padding=self.spatial // 2)
+            return x / t.pow(self.beta)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, " + super().extra_repr()

@@ -2,58 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-
-def init_edge_weights(
-    rows: Tensor,
-    n_out: int,
-    scale: Tensor | None = None,
-    sign: Tensor | None = None,
-    gain: float = 1.0,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    r"""Initial values of ``E`` connections, given the postsynaptic unit (``rows``) of each.
-
-    .. math::
-        w_e = \sigma_e r_e, \quad r_e \sim U(-\sqrt3, \sqrt3), \quad
-        \sigma_e = g \, \frac{s_e}{\sqrt{\sum_{e' \to i} s_{e'}^2}}
-
-    with :math:`i` the postsynaptic unit of :math:`e` and :math:`s_e` the connection's scale
-    (1 for every edge by default, or its synapse count / summed size). With all
-    :math:`s_e = 1`, :math:`\sigma = g / \sqrt{\text{fan-in}_i}`: the *masked* fan-in, so an
-    output has variance :math:`g^2` for unit-variance inputs whatever the density. With
-    ``sign`` (per edge: +1, -1, or 0 = free), :math:`w_e \leftarrow \mathrm{sign}_e |w_e|`.
-    Edges are drawn in the order given, so the same generator state gives the same values for
-    dense and sparse layers (both enumerate connections in CSR order: by row, then column).
-    """
-    dtype = dtype or torch.get_default_dtype()
-    E = rows.numel()
-    r = (torch.rand(E, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * math.sqrt(3.0)
-    r = r.to(rows.device)
-    s = torch.ones(E, dtype=torch.float64, device=rows.device) if scale is None \
-        else scale.to(torch.float64).abs()
-    ss = torch.zeros(n_out, dtype=torch.float64, device=rows.device).index_add_(0, rows, s * s)
-    sigma = gain * s / ss.sqrt().clamp_min(1e-300)[rows]
-    w = sigma * r
-    if sign is not None:
-        sg = sign.to(torch.float64)
-        w = torch.where(sg != 0, sg * w.abs(), w)
-    return w.to(dtype)
+from .projection import SignedProjection, check_scale, init_edge_weights
 
 
-def dale_project(w: Tensor, sign: Tensor | None) -> Tensor:
-    """Project weights onto Dale's set: entries with sign +1 clamped to >= 0, -1 to <= 0."""
-    if sign is None:
-        return w
-    return torch.where(sign > 0, w.clamp_min(0.0), torch.where(sign < 0, w.clamp_max(0.0), w))
-
-
-class MaskedLinear(nn.Module):
+class MaskedLinear(SignedProjection, nn.Module):
     r"""Linear map whose weight is a dense matrix times a fixed binary mask.
 
     .. math::
@@ -112,18 +67,9 @@ class MaskedLinear(nn.Module):
             raise ValueError(f"mask shape {tuple(mask.shape)} != (out, in) = "
                              f"({self.out_features}, {self.in_features})")
         self.register_buffer("mask", mask)
-        if sign is not None:
-            sign = torch.as_tensor(sign, device=device, dtype=dtype or torch.get_default_dtype())
-            if sign.shape != (self.in_features,):
-                raise ValueError(f"sign shape {tuple(sign.shape)} != ({self.in_features},)")
-            if not bool(((sign == 0) | (sign == 1) | (sign == -1)).all()):
-                raise ValueError("sign entries must be +1, -1 or 0")
-        self.register_buffer("sign", sign)
-        if scale is not None:
-            scale = torch.as_tensor(scale, device=device, dtype=torch.float32)
-            if scale.shape != mask.shape:
-                raise ValueError(f"scale shape {tuple(scale.shape)} != mask shape {tuple(mask.shape)}")
-        self.register_buffer("scale", scale, persistent=False)
+        self._register_sign(sign, device, dtype)
+        self.register_buffer("scale", check_scale(scale, tuple(mask.shape), "mask shape", device),
+                             persistent=False)
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features,
                                                device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(self.out_features, device=device, dtype=dtype)) \
@@ -153,10 +99,15 @@ class MaskedLinear(nn.Module):
 
     def effective_weight(self) -> Tensor:
         """``(out, in)`` weight the layer applies: mask and Dale sign included."""
-        w = self.weight
-        if self.sign is not None:
-            w = torch.where(self.sign != 0, self.sign * w.abs(), w)
+        w = self.signed_weight()
         return torch.where(self.mask, w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+    def weight_sign(self) -> Tensor | None:
+        """``(in,)`` Dale sign, broadcast over the ``(out, in)`` weight's rows."""
+        return self.sign
+
+    def _keep_connections(self, w: Tensor) -> Tensor:
+        return torch.where(self.mask, w, 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (*, in) -> (*, out)
@@ -166,10 +117,6 @@ class MaskedLinear(nn.Module):
     @property
     def n_edges(self) -> int:
         return int(self.mask.sum())
-
-    @property
-    def density(self) -> float:
-        return self.n_edges / max(1, self.mask.numel())
 
     @property
     def fan_in(self) -> Tensor:
@@ -194,16 +141,3 @@ class MaskedLinear(nn.Module):
     def expand_post(self, v: Tensor) -> Tensor:
         """A per-postsynaptic-unit ``(out,)`` vector broadcast to the weight's shape."""
         return v.unsqueeze(1).expand(self.out_features, self.in_features)
-
-    @torch.no_grad()
-    def set_effective_weight_(self, w: Tensor) -> None:
-        """Store ``w`` (weight-shaped) as the effective weight: masked entries set to zero and,
-        with Dale signs, each entry projected onto its sign (so ``effective_weight() == w``
-        after projection)."""
-        w = dale_project(w, self.sign)
-        self.weight.copy_(torch.where(self.mask, w, 0.0))
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"edges={self.n_edges}, density={self.density:.4f}, bias={self.bias is not None}, "
-                f"dale={self.sign is not None}")

@@ -13,16 +13,19 @@ Each keeps the node table's rows (cells, positions, root ids) and says what it p
                        layer and overall) are kept and types lose their wiring
 =====================  ==========================================================================
 
+:func:`random_type_graph` is :func:`random_graph`'s counterpart for a type-level graph.
 Everything is drawn from ``numpy.random.default_rng(seed)``. The result's ``meta`` records
 ``null_model`` and ``seed``.
 """
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 
 from connectomics.graph import ConnectomeGraph
+from connectomics.stats import connection_probability, possible_pairs
 
 
 def _with_edges(graph: ConnectomeGraph, pre: np.ndarray, post: np.ndarray,
@@ -46,7 +49,7 @@ def random_graph(graph: ConnectomeGraph, seed: int = 0) -> ConnectomeGraph:
     order."""
     rng = np.random.default_rng(seed)
     n, m = graph.n_nodes, len(graph.edges)
-    possible = n * (n - 1)
+    possible = possible_pairs(n, n, same_population=True)
     if m > possible:
         raise ValueError(f"{m} edges do not fit {n} nodes without autapses")
     k = rng.choice(possible, size=m, replace=False) if m else np.zeros(0, dtype=np.int64)
@@ -128,5 +131,28 @@ def label_shuffle(graph: ConnectomeGraph, seed: int = 0, within_layer: bool = Tr
                                  "within_layer": bool(within_layer)})
 
 
+def random_type_graph(type_graph: nx.DiGraph) -> nx.DiGraph:
+    """The type-level counterpart of :func:`random_graph`: every ordered population pair (a
+    population with itself included) gets the whole graph's connection probability
+    (:func:`connectomics.stats.connection_probability` over all cells, autapses excluded), so
+    masks sampled from it are density-matched and uniform. Pairs that were connected keep their
+    other attributes; new pairs have ``connected_pairs = n_synapses = 0``."""
+    n = sum(d["n_cells"] for _, d in type_graph.nodes(data=True))
+    pairs = sum(e.get("connected_pairs", 0) for _, _, e in type_graph.edges(data=True))
+    p = connection_probability(pairs, n, n, same_population=True)
+    out = type_graph.copy()
+    for a in type_graph:
+        for b in type_graph:
+            if out.has_edge(a, b):
+                out.edges[a, b]["connection_probability"] = p
+            else:
+                out.add_edge(a, b, connection_probability=p, connected_pairs=0, n_synapses=0,
+                             summed_size=0.0)
+    out.graph = {**type_graph.graph, "null_model": "random"}
+    return out
+
+
 NULL_MODELS = {"random": random_graph, "degree_shuffle": degree_shuffle,
                "label_shuffle": label_shuffle}
+#: null models of a type-level graph (masks are then sampled from it with the spec's seed)
+TYPE_NULL_MODELS = {"random": random_type_graph}

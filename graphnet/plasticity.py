@@ -99,15 +99,21 @@ class HebbianRule:
     target: float = 0.1
     homeostatic_rate: float = 0.01
 
+    @property
+    def active(self) -> bool:
+        """Whether :meth:`step` changes anything (Hebbian rate > 0 or homeostasis on)."""
+        return self.rate > 0 or self.homeostasis
+
     @torch.no_grad()
     def step(self, hebbian: Iterable[HebbianRecord],
              thresholds: Iterable[ThresholdRecord] = ()) -> dict[str, float]:
-        """Compute every update, check them all, then apply them. Returns summary stats."""
-        if self.rate == 0:
-            return {}
+        """Compute every update, check them all, then apply them. Returns summary stats.
+
+        The two parts are independent: Hebbian updates run when ``rate > 0``, threshold updates
+        when ``homeostasis`` is on; with both off this is a no-op returning ``{}``."""
         plans: list[tuple[PlasticLayer, Tensor]] = []
         stats: dict[str, float] = {}
-        for rec in hebbian:
+        for rec in (hebbian if self.rate > 0 else ()):
             d = oja_delta(rec.layer, rec.pre, rec.post, self.rate)
             _check_finite("Hebbian update", rec.name, d)
             new = rec.layer.effective_weight().detach() + d

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch_geometric.nn.conv import MessagePassing
 
-from .masked_linear import MaskedLinear, dale_project, init_edge_weights
+from .masked_linear import MaskedLinear
+from .projection import SignedProjection, check_scale, init_edge_weights
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -53,7 +54,7 @@ class _CSRLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None, None
 
 
-class SparseLinear(MessagePassing):
+class SparseLinear(SignedProjection, MessagePassing):
     r"""Linear map over a fixed bipartite graph, one learnable weight per edge.
 
     .. math::
@@ -123,16 +124,9 @@ class SparseLinear(MessagePassing):
             raise ValueError("duplicate edges in edge_index")
         ei = ei[:, order].contiguous()
         self.register_buffer("edge_index", ei)
-        if sign is not None:
-            sign = torch.as_tensor(sign, device=device, dtype=dtype or torch.get_default_dtype())
-            if sign.shape != (self.in_features,):
-                raise ValueError(f"sign shape {tuple(sign.shape)} != ({self.in_features},)")
-            if not bool(((sign == 0) | (sign == 1) | (sign == -1)).all()):
-                raise ValueError("sign entries must be +1, -1 or 0")
-        self.register_buffer("sign", sign)
-        if scale is not None:
-            scale = torch.as_tensor(scale, device=device, dtype=torch.float32).reshape(-1)[order]
-        self.register_buffer("scale", scale, persistent=False)
+        self._register_sign(sign, device, dtype)
+        scale = check_scale(scale, (ei.shape[1],), "edges", device)
+        self.register_buffer("scale", None if scale is None else scale[order], persistent=False)
         self._build_csr()
         self.weight = nn.Parameter(torch.empty(ei.shape[1], device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(self.out_features, device=device, dtype=dtype)) \
@@ -173,16 +167,13 @@ class SparseLinear(MessagePassing):
             self.bias.zero_()
 
     # -- forward --------------------------------------------------------------------------------
-    def edge_sign(self) -> Tensor | None:
+    def weight_sign(self) -> Tensor | None:
+        """``(E,)`` Dale sign of each edge's presynaptic unit, in CSR order."""
         return None if self.sign is None else self.sign[self.edge_index[0]]
 
     def effective_weight(self) -> Tensor:
         """``(E,)`` weights the layer applies (Dale sign included), in CSR order."""
-        w = self.weight
-        if self.sign is not None:
-            s = self.edge_sign()
-            w = torch.where(s != 0, s * w.abs(), w)
-        return w
+        return self.signed_weight()
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (B, in) -> (B, out)
@@ -209,10 +200,6 @@ class SparseLinear(MessagePassing):
     @property
     def n_edges(self) -> int:
         return int(self.edge_index.shape[1])
-
-    @property
-    def density(self) -> float:
-        return self.n_edges / max(1, self.in_features * self.out_features)
 
     @property
     def fan_in(self) -> Tensor:
@@ -278,14 +265,8 @@ class SparseLinear(MessagePassing):
     def expand_post(self, v: Tensor) -> Tensor:
         return v[self.edge_index[1]]
 
-    @torch.no_grad()
-    def set_effective_weight_(self, w: Tensor) -> None:
-        self.weight.copy_(dale_project(w, self.edge_sign()))
-
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"edges={self.n_edges}, density={self.density:.4f}, bias={self.bias is not None}, "
-                f"dale={self.sign is not None}, impl={self.impl!r}")
+        return super().extra_repr() + f", impl={self.impl!r}"
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.extra_repr()})"

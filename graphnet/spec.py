@@ -8,7 +8,6 @@ and round-trips through :meth:`ColumnSpec.from_dict`, so it is saved with every 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Sequence
 
@@ -147,10 +146,6 @@ class ColumnSpec:
     def output_layer(self) -> str:
         return self.output or self.layers[-1].name
 
-    def inputs_of(self, layer: str) -> tuple[str, ...]:
-        """Source layers projecting into ``layer``, in spec order."""
-        return tuple(s for s, d in self.projections if d == layer)
-
     def replace(self, **changes: Any) -> "ColumnSpec":
         """A copy with some fields changed (for ablations)."""
         return replace(self, **changes)
@@ -203,12 +198,6 @@ class ColumnSpec:
         d["projections"] = tuple(tuple(p) for p in d["projections"])
         return cls(**d)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, s: str) -> "ColumnSpec":
-        return cls.from_dict(json.loads(s))
 
 
 def chain(layers: Sequence[LayerSpec], **kw: Any) -> ColumnSpec:

@@ -2,7 +2,7 @@
 
 ``BioNIC``: conv front end -> connectome-compiled cortical column (``graphnet``) -> linear head::
 
-    (B,1,48,48) -conv k,8- ReLU - LateralInhibition2d - maxpool 2 -> (B,8,24,24)
+    (B,1,48,48) -conv k,8- ReLU - FastLateralInhibition2d - maxpool 2 -> (B,8,24,24)
                 -conv k,16- ReLU - CBAM attention - pool to feat_size -> (B,16,f,f) -> flatten (B,16 f^2)
                 -> column: dense input projection -> A (4P) -> B (23P) -> C (L5) -> D (L6)
                 -> Linear(|D|, 7)
@@ -25,22 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from graphnet import ColumnSpec, FastLateralInhibition2d, compile_column
+
 from .config import Config
 
 NUM_CLASSES = 7
-PAPER_BIONIC_PARAMS = 1_536_684
 PAPER_CNN_PARAMS = 1_381_223
-
-
-def graphnet_api():
-    """``(ColumnSpec, compile_column, LateralInhibition2d)`` from ``graphnet``."""
-    try:
-        from graphnet import ColumnSpec, LateralInhibition2d, compile_column  # type: ignore
-    except ImportError as exc:
-        raise ImportError(
-            "the BioNIC model needs graphnet.ColumnSpec, compile_column and LateralInhibition2d "
-            f"({exc}); `--model cnn` runs without it") from None
-    return ColumnSpec, compile_column, LateralInhibition2d
 
 
 class CBAM(nn.Module):
@@ -101,89 +91,11 @@ def _pool_to(size_in: int, size_out: int) -> nn.Module:
     return AdaptiveAvgPool2dMM(size_in, size_out)
 
 
-def lateral_window_kernel(channels: int, size: int, spatial: int) -> Tensor:
-    """(C, C, s, s) conv kernel whose output is the mean of x^2 over the ``size`` channels x
-    ``spatial`` x ``spatial`` zero-padded window of ``graphnet.LateralInhibition2d`` (the divisor
-    counts the padding, as there)."""
-    w = torch.zeros(channels, channels, spatial, spatial)
-    h = size // 2
-    for c in range(channels):
-        w[c, max(0, c - h):min(channels, c + h + 1)] = 1.0 / (size * spatial * spatial)
-    return w
-
-
-class _DivisiveNorm075(torch.autograd.Function):
-    """y = x * t^(-3/4), t = k + alpha * conv2d(x^2, window): forward and a hand-written backward
-    with rsqrt/sqrt/mul only (autograd's rsqrt/pow backward calls a slow ``pow``) and few passes
-    over the (B, C, H, W) maps."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, window: Tensor, k: float, alpha: float, padding: int) -> Tensor:
-        t = F.conv2d(x * x, window, padding=padding)
-        if alpha != 1.0:
-            t.mul_(alpha)
-        t.add_(k)
-        r = torch.rsqrt(t)            # t^-1/2
-        r.mul_(torch.sqrt(r))         # t^-3/4
-        ctx.save_for_backward(x, window, t, r)
-        ctx.alpha, ctx.padding = alpha, padding
-        return x * r
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        x, window, t, r = ctx.saved_tensors
-        # dL/dt = -3/4 dy x t^-7/4 = -3/4 dy x r / t ;  dL/dx = dy r + 2 x conv^T(alpha dL/dt)
-        q = dy * x
-        q.mul_(r).div_(t).mul_(-0.75 * ctx.alpha)
-        # conv^T as a conv with the transposed, flipped kernel (mkldnn/cuDNN fast path)
-        ds = F.conv2d(q, window.transpose(0, 1).flip(2, 3), padding=ctx.padding)
-        dx = dy * r
-        dx.addcmul_(x, ds, value=2.0)
-        return dx, None, None, None, None
-
-
-_FAST_LATERAL: type | None = None
-
-
-def fast_lateral_inhibition_class() -> type:
-    """``graphnet.LateralInhibition2d`` with the same formula and (empty) state dict, computed as
-    one fixed convolution of x^2 (an mkldnn/cuDNN kernel) instead of an ``avg_pool3d``, with a
-    fused backward for the default beta = 3/4 (:class:`_DivisiveNorm075`); always in float32
-    (autocast off inside). ~5x faster forward+backward than the reference on CPU for the paper's
-    (256, 8, 48, 48) maps."""
-    global _FAST_LATERAL
-    if _FAST_LATERAL is None:
-        _, _, LateralInhibition2d = graphnet_api()
-
-        class FastLateralInhibition2d(LateralInhibition2d):
-            def __init__(self, channels: int, **kw: Any) -> None:
-                super().__init__(**kw)
-                self.channels = int(channels)
-                self.register_buffer("window", lateral_window_kernel(self.channels, self.size, self.spatial),
-                                     persistent=False)
-
-            def forward(self, x: Tensor) -> Tensor:
-                # x: (N, C, H, W) -> (N, C, H, W)
-                if x.ndim != 4 or x.shape[1] != self.channels:
-                    return super().forward(x)
-                dt = x.device.type
-                with torch.autocast(dt, enabled=False):
-                    x = x.float()
-                    w = self.window.float()
-                    if self.beta == 0.75:
-                        return _DivisiveNorm075.apply(x, w, self.k, self.alpha, self.spatial // 2)
-                    t = self.k + self.alpha * F.conv2d(x * x, w, padding=self.spatial // 2)
-                    return x / t.pow(self.beta)
-
-        _FAST_LATERAL = FastLateralInhibition2d
-    return _FAST_LATERAL
-
-
 def _lateral(cfg: Config, channels: int) -> nn.Module:
     if not cfg.lateral_inhibition:
         return nn.Identity()
     size = min(cfg.lateral_size, channels if channels % 2 else channels - 1)
-    return fast_lateral_inhibition_class()(channels, size=max(1, size))
+    return FastLateralInhibition2d(channels, size=max(1, size))
 
 
 class FrontEnd(nn.Module):
@@ -235,7 +147,6 @@ class BioNIC(nn.Module):
 
     def __init__(self, cfg: Config, graph: Any, device: torch.device | str | None = None) -> None:
         super().__init__()
-        ColumnSpec, compile_column, _ = graphnet_api()
         self.front = FrontEnd(cfg)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.spec = ColumnSpec.bionic(**cfg.column_overrides())

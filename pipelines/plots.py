@@ -1,13 +1,120 @@
-"""Training curves and confusion-matrix PNGs of a run, drawn by :mod:`connectomics.plot`."""
+"""Training figures: curves of the logged metrics and confusion matrices, and a run's PNGs.
+
+:func:`training_curves` and :func:`confusion_matrix` return a :class:`matplotlib.figure.Figure`
+built without pyplot (any backend, Agg included); :func:`plot_curves` and :func:`plot_confusion`
+write a run's ``curves.png`` / ``confusion_*.png`` atomically.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from connectomics.plot import confusion_matrix, save_figure, training_curves
+from connectomics.plot import save_figure
+
+_SPLITS = ("train", "val", "valid", "validation", "test", "eval")
+
+
+def _split_metric(name: str) -> tuple[str, str]:
+    """``"val_loss"``/``"val/loss"``/``"loss_val"`` -> ("loss", "val"); ``"lr"`` -> ("lr", "")."""
+    low = name.lower()
+    for s in _SPLITS:
+        for sep in ("_", "/", "."):
+            if low.startswith(s + sep):
+                return name[len(s) + 1:], s
+            if low.endswith(sep + s):
+                return name[: -len(s) - 1], s
+    return name, ""
+
+
+def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str] | None = None) -> Figure:
+    """One panel per metric (``train_loss``/``val_loss`` share the "loss" panel, etc.).
+
+    ``metrics_df``: a pandas DataFrame, a dict of columns or a list of row dicts. ``x``: the
+    x column (default ``epoch``, else ``step``, else the row number). NaN entries (metrics logged
+    on some rows only) are skipped per line.
+    """
+    if isinstance(metrics_df, (list, tuple)):
+        keys: list[str] = []
+        for r in metrics_df:
+            keys += [k for k in r if k not in keys]
+        cols = {k: np.array([r.get(k, np.nan) for r in metrics_df], dtype=float) for k in keys}
+    else:
+        cols = {str(k): np.asarray(metrics_df[k]) for k in list(metrics_df.keys())}
+    if not cols:
+        raise ValueError("training_curves: no columns")
+    n = len(next(iter(cols.values())))
+    if x is None:
+        x = next((c for c in ("epoch", "step", "iteration") if c in cols), None)
+    xs = np.asarray(cols[x], dtype=float) if x else np.arange(n, dtype=float)
+    skip = {x, "epoch", "step", "iteration", "time", "wall_time"}
+    names = list(metrics) if metrics is not None else [
+        c for c in cols if c not in skip and np.issubdtype(np.asarray(cols[c]).dtype, np.number)]
+    panels: dict[str, list[tuple[str, str]]] = {}
+    for c in names:
+        base, split = _split_metric(c)
+        panels.setdefault(base, []).append((c, split))
+    k = max(len(panels), 1)
+    ncols = min(k, 3)
+    nrows = -(-k // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    style = {"train": "-", "val": "-", "valid": "-", "validation": "-", "test": "--", "eval": "-"}
+    for ax, (base, lines) in zip(axes, panels.items()):
+        for c, split in lines:
+            y = np.asarray(cols[c], dtype=float)
+            ok = np.isfinite(y) & np.isfinite(xs)
+            ax.plot(xs[ok], y[ok], style.get(split, "-"), marker="o" if ok.sum() <= 30 else None,
+                    ms=3, label=split or c)
+        ax.set_title(base)
+        ax.set_xlabel(x or "row")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+        if "loss" in base.lower() and all(np.nanmin(np.asarray(cols[c], float)) > 0 for c, _ in lines):
+            y_all = np.concatenate([np.asarray(cols[c], float) for c, _ in lines])
+            y_all = y_all[np.isfinite(y_all)]
+            if len(y_all) and y_all.max() / y_all.min() > 30:
+                ax.set_yscale("log")
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle("Training curves")
+    return fig
+
+
+def confusion_matrix(cm: Any, class_names: Sequence[str], normalize: bool = True,
+                     title: str | None = None) -> Figure:
+    """Confusion matrix (rows = true class, columns = predicted). ``normalize``: each row divided
+    by its total (recall on the diagonal), counts written beside; the title gives the accuracy."""
+    cm = np.asarray(cm, dtype=float)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
+        raise ValueError(f"cm {cm.shape} must be square and match {len(class_names)} class names")
+    total = cm.sum()
+    acc = np.trace(cm) / total if total else float("nan")
+    rows = cm.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shown = np.where(rows > 0, cm / np.maximum(rows, 1e-300), 0.0) if normalize else cm
+    k = len(class_names)
+    side = max(4.5, 0.55 * k + 2.5)
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None, interpolation="nearest")
+    ax.set_xticks(np.arange(k), list(class_names), rotation=45, ha="right")
+    ax.set_yticks(np.arange(k), list(class_names))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        thresh = 0.5 * (shown.max() if shown.size else 1)
+        for (i, j), v in np.ndenumerate(shown):
+            txt = f"{v:.2f}\n({int(cm[i, j])})" if normalize else f"{int(v)}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7 if k > 8 else 8,
+                    color="white" if v > thresh else "black")
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label("fraction of true class" if normalize else "count")
+    ax.set_title(f"{title or 'Confusion matrix'} (accuracy {acc:.1%}, n = {int(total)})")
+    return fig
 
 
 def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> Path:

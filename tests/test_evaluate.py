@@ -11,8 +11,7 @@ import torch
 from pipelines import evaluate
 from pipelines.evaluate import confusion_matrix, report
 from pipelines.train import train
-from tests.test_fer2013 import make_folder
-from tests.test_train import synthetic_csv, tiny_cfg
+from tests.conftest import make_folder, synthetic_csv, tiny_cfg
 
 
 def test_report_by_hand():

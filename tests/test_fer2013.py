@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.fer2013 import (CLASSES, USAGES, FER2013FormatError, _parse_pixel_block,
+from pipelines.fer2013 import (USAGES, FER2013FormatError, _parse_pixel_block,
                                load_fer2013, read_csv, read_image_folder)
+from tests.conftest import make_folder
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FER = SHARED / "data" / "fer2013"
@@ -202,16 +203,6 @@ def test_full_csv_counts_and_speed(tmp_path):
 
 
 # -- image folders -------------------------------------------------------------------------------
-def make_folder(root: Path, imgs, labels, names, fmt="PNG"):
-    from PIL import Image
-
-    for im, lab, name in zip(imgs, labels, names):
-        split = "train" if name.startswith("Training") else "test"
-        d = root / split / CLASSES[lab]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(im).save(d / name, format=fmt)
-
-
 def test_image_folder_png_exact_usage_from_prefix_and_order(tmp_path):
     imgs, labels, _, _ = random_rows(6, seed=7)
     names = ["Training_20.png", "PrivateTest_3.png", "Training_3.png", "PublicTest_100.png",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from connectomics.stats import density
 from graphnet import ColumnSpec, CorticalColumn, GradedInhibition, MaskedLinear, SparseLinear, compile_column
 from graphnet.testing import synthetic_graph, torch_threads
 
@@ -188,6 +189,13 @@ def test_type_graph_masks_follow_connection_probabilities():
     assert torch.equal(again.projection("A", "B").mask, col.projection("A", "B").mask)
     with pytest.raises(ValueError, match="neuron-level"):
         compile_column(g.type_graph, spec.replace(mask="degree_shuffle"), in_features=IN)
+    # the random null model: every block at the whole graph's density, BC inhibition unchanged
+    rnd = compile_column(g.type_graph, spec.replace(mask="random"), in_features=IN)
+    p_all = density(g)
+    assert rnd.projection("A", "B").density == pytest.approx(p_all, abs=0.01)
+    assert rnd.projection("B", "B").density == pytest.approx(p_all * 149 / 150, abs=0.01)
+    np.testing.assert_array_equal(rnd.layer_plans["B"].inhibitory_input,
+                                  col.layer_plans["B"].inhibitory_input)
 
 
 def test_overlapping_or_empty_layers_are_errors(graph):

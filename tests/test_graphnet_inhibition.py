@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from connectomics.graph import ConnectomeGraph
-from graphnet import GradedInhibition, LateralInhibition2d, inhibitory_input
+from graphnet import FastLateralInhibition2d, GradedInhibition, LateralInhibition2d, inhibitory_input
+from graphnet.inhibition import DivisiveNorm075, lateral_window_kernel, population_inhibitory_input
+from graphnet.testing import synthetic_graph
 from graphnet.testing import torch_threads
 
 
@@ -42,6 +44,21 @@ def test_inhibitory_input_counts_synapses_and_cells():
     assert inhibitory_input(g, [0, 1, 2]).tolist() == [6.0, 1.0, 0.0]
     assert inhibitory_input(g, [0, 1, 2], measure="connections").tolist() == [2.0, 1.0, 0.0]
     assert inhibitory_input(g, [0, 1, 2], min_synapses=2).tolist() == [6.0, 0.0, 0.0]
+
+
+def test_population_inhibitory_input_is_the_population_mean_of_the_cells():
+    g = synthetic_graph(seed=3)
+    tg = g.type_graph
+    nodes = g.nodes
+    for pop in ("23P|L2/3", "4P|L4", "BC|L2/3"):
+        ct, layer = pop.split("|")
+        cells = np.flatnonzero(((nodes["cell_type"] == ct) & (nodes["layer"] == layer)).to_numpy())
+        for measure in ("n_synapses", "connections"):
+            want = inhibitory_input(g, cells, measure).mean()
+            assert want > 0
+            assert population_inhibitory_input(tg, pop, measure) == pytest.approx(want), (pop, measure)
+    with pytest.raises(ValueError, match="measure"):
+        population_inhibitory_input(tg, "4P|L4", "weight")
 
 
 def test_graded_inhibition_formula():
@@ -83,3 +100,43 @@ def test_lateral_inhibition_validates():
         LateralInhibition2d(size=4)
     with pytest.raises(ValueError):
         LateralInhibition2d()(torch.zeros(3, 4, 5))
+
+
+def test_fast_lateral_inhibition_equals_the_reference_and_its_gradients():
+    for c, size, spatial, beta in [(8, 5, 3, 0.75), (8, 3, 1, 0.5), (5, 1, 5, 0.75)]:
+        ref = LateralInhibition2d(size=size, spatial=spatial, beta=beta, alpha=2.0, k=1.5)
+        fast = FastLateralInhibition2d(c, size=size, spatial=spatial, beta=beta, alpha=2.0, k=1.5)
+        assert isinstance(fast, LateralInhibition2d) and fast.state_dict() == {} == ref.state_dict()
+        x = torch.randn(2, c, 8, 8, requires_grad=True)
+        a, b = ref(x), fast(x)
+        ga, = torch.autograd.grad(a.square().sum(), x)
+        gb, = torch.autograd.grad(b.square().sum(), x)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gb, ga, atol=1e-5, rtol=1e-5)
+        # another channel count takes the reference path
+        y = torch.randn(2, c + 1, 5, 5)
+        torch.testing.assert_close(fast(y), ref(y))
+    # the hand-written backward, with a non-symmetric kernel to exercise the transpose
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, 3, 3, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: DivisiveNorm075.apply(t, w, 1.0, 2.0, 1), (x,))
+    assert lateral_window_kernel(8, 5, 3)[0, :, 1, 1].tolist()[:4] == pytest.approx([1 / 45] * 3 + [0])
+
+
+def test_fast_lateral_inhibition_equals_a_direct_loop():
+    # the formula written out with loops (independent of avg_pool3d and conv2d)
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    n, s, alpha, beta, k = 3, 3, 2.0, 0.75, 1.5
+    expect = torch.empty_like(x)
+    for c in range(4):
+        for u in range(5):
+            for v in range(5):
+                tot = 0.0
+                for c2 in range(c - n // 2, c + n // 2 + 1):
+                    for u2 in range(u - s // 2, u + s // 2 + 1):
+                        for v2 in range(v - s // 2, v + s // 2 + 1):
+                            if 0 <= c2 < 4 and 0 <= u2 < 5 and 0 <= v2 < 5:
+                                tot += float(x[0, c2, u2, v2]) ** 2
+                expect[0, c, u, v] = x[0, c, u, v] / (k + alpha * tot / (n * s * s)) ** beta
+    fast = FastLateralInhibition2d(4, size=n, spatial=s, alpha=alpha, beta=beta, k=k)
+    torch.testing.assert_close(fast(x).double(), expect, atol=1e-5, rtol=1e-5)

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from connectomics.stats import density
 from graphnet import degree_shuffle, label_shuffle, random_graph
+from graphnet.null_models import random_type_graph
 from graphnet.testing import synthetic_graph, torch_threads
 
 
@@ -84,3 +86,15 @@ def test_label_shuffle_keeps_type_counts_and_edges(graph):
     a = label_shuffle(graph, seed=0, within_layer=False)
     assert a.nodes["cell_type"].value_counts().sort_index().equals(
         graph.nodes["cell_type"].value_counts().sort_index())
+
+
+def test_random_type_graph_is_uniform_at_the_graph_density(graph):
+    tg = graph.type_graph
+    rnd = random_type_graph(tg)
+    assert rnd.number_of_edges() == tg.number_of_nodes() ** 2 > tg.number_of_edges()
+    p = {d["connection_probability"] for _, _, d in rnd.edges(data=True)}
+    assert len(p) == 1 and p.pop() == pytest.approx(density(graph))
+    # connected pairs keep their counts; new pairs carry none; the input is not changed
+    for a, b, d in rnd.edges(data=True):
+        assert d["connected_pairs"] == (tg.edges[a, b]["connected_pairs"] if tg.has_edge(a, b) else 0)
+    assert len({d["connection_probability"] for _, _, d in tg.edges(data=True)}) > 1

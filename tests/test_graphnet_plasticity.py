@@ -83,8 +83,8 @@ def test_plasticity_step_changes_only_masked_weights_and_keeps_dale(backend):
         col.plasticity_step()
 
 
-def test_plasticity_step_is_a_noop_when_rate_is_zero():
-    col = _column(hebbian_rate=0.0).train()
+def test_plasticity_step_is_a_noop_when_both_switches_are_off():
+    col = _column(hebbian_rate=0.0, homeostasis=False).train()
     sd = {k: v.clone() for k, v in col.state_dict().items()}
     col(torch.randn(8, 12))
     assert col.plasticity_step() == {}
@@ -93,7 +93,7 @@ def test_plasticity_step_is_a_noop_when_rate_is_zero():
 
 
 def test_homeostasis_pulls_mean_activity_to_target():
-    col = _column(hebbian_rate=1e-6, homeostasis=True, homeostatic_target=0.05,
+    col = _column(hebbian_rate=0.0, homeostasis=True, homeostatic_target=0.05,
                   homeostatic_rate=0.2, graded_inhibition=False).train()
     x = torch.randn(256, 12)
     first = col(x).mean().item()
@@ -111,6 +111,45 @@ def test_homeostasis_pulls_mean_activity_to_target():
     col2(x)
     col2.plasticity_step()
     assert all(torch.all(l.threshold == 0) for l in col2.layers.values())
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_homeostasis_acts_without_hebbian(backend):
+    # each switch acts alone: rate exactly 0 with homeostasis on moves thresholds, not weights
+    col = _column(hebbian_rate=0.0, homeostasis=True, homeostatic_rate=0.1,
+                  backend=backend).train()
+    weights = {k: w for k, (_, w, _) in _masks_and_weights(col).items()}
+    col(torch.randn(32, 12))
+    stats = col.plasticity_step()
+    assert any(k.startswith("homeostasis/") for k in stats)
+    assert not any(k.startswith("hebbian/") for k in stats)
+    for name, layer in col.layers.items():
+        assert torch.any(layer.threshold != 0), name
+    for key, (_, w, _) in _masks_and_weights(col).items():
+        assert torch.equal(w, weights[key]), key
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_hebbian_acts_without_homeostasis(backend):
+    col = _column(hebbian_rate=0.05, homeostasis=False, backend=backend).train()
+    weights = {k: w for k, (_, w, _) in _masks_and_weights(col).items()}
+    col(torch.randn(32, 12))
+    stats = col.plasticity_step()
+    assert any(k.startswith("hebbian/") for k in stats)
+    assert not any(k.startswith("homeostasis/") for k in stats)
+    assert all(torch.all(l.threshold == 0) for l in col.layers.values())
+    assert any(not torch.equal(w, weights[k]) for k, (_, w, _) in _masks_and_weights(col).items())
+
+
+def test_rule_with_rate_zero_still_moves_thresholds():
+    rule = HebbianRule(rate=0.0, homeostasis=True, target=0.1, homeostatic_rate=0.5)
+    m = MaskedLinear(3, 2, torch.ones(2, 3, dtype=torch.bool))
+    w = m.weight.detach().clone()
+    thr = torch.zeros(2)
+    rule.step([HebbianRecord("m", m, torch.ones(4, 3), torch.ones(4, 2))],
+              [ThresholdRecord("L", thr, torch.ones(4, 2))])
+    torch.testing.assert_close(thr, torch.full((2,), 0.5 * (1.0 - 0.1)))
+    assert torch.equal(m.weight, w)
 
 
 @pytest.mark.parametrize("backend", ["dense", "sparse"])

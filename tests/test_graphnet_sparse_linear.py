@@ -149,3 +149,30 @@ def test_sparse_keeps_dale_through_adamw():
     w = s.effective_weight()
     assert torch.all(w[s.edge_index[0] == 1] <= 0)
     assert torch.all(w[s.edge_index[0] != 1] >= 0)
+
+
+def test_sign_and_scale_checks_and_dale_projection_are_shared_with_masked():
+    mask = torch.tensor([[1, 0, 1], [1, 1, 0]], dtype=torch.bool)
+    rows, cols = mask.nonzero(as_tuple=True)
+    ei = torch.stack([cols, rows])
+    for bad, match in ((torch.ones(2), r"sign shape \(2,\) != \(3,\)"),
+                       (torch.tensor([1.0, 2.0, 0.0]), "sign entries must be")):
+        with pytest.raises(ValueError, match=match):
+            MaskedLinear(3, 2, mask, sign=bad)
+        with pytest.raises(ValueError, match=match):
+            SparseLinear(3, 2, ei, sign=bad)
+    with pytest.raises(ValueError, match=r"scale shape \(3,\) != edges \(4,\)"):
+        SparseLinear(3, 2, ei, scale=torch.ones(3))
+    with pytest.raises(ValueError, match=r"scale shape \(2, 2\) != mask shape \(2, 3\)"):
+        MaskedLinear(3, 2, mask, scale=torch.ones(2, 2))
+    sign = torch.tensor([1.0, -1.0, 0.0])
+    d = MaskedLinear(3, 2, mask, sign=sign)
+    s = SparseLinear.from_masked(d)
+    target = torch.tensor([[-0.5, 0.7, 0.3], [0.4, 0.2, -0.9]])
+    d.set_effective_weight_(target)
+    s.set_effective_weight_(target[rows, cols])
+    # E unit 0 clamped to >= 0, I unit 1 to <= 0, free unit 2 kept; off-mask entries zero
+    expect = torch.tensor([[0.0, 0.0, 0.3], [0.4, 0.0, 0.0]])
+    torch.testing.assert_close(d.effective_weight().detach(), expect)
+    torch.testing.assert_close(s.dense_weight(), expect)
+    assert "dale=True" in repr(d) and "dale=True" in repr(s) and "impl='csr'" in repr(s)

@@ -98,7 +98,8 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert (graph_dir / "exports" / "type_graph.graphml").stat().st_size > 0
     assert (graph_dir / "exports" / "neurons.graphml").stat().st_size > 0
     # every plot cell drew a figure (PNG), not a bare "<Figure ...>" repr
-    plot_cells = [c for c in code if "plot." in c.source and c.source.strip().splitlines()[-1].startswith("plot.")]
+    figure_calls = ("plot.", "mask_images(")
+    plot_cells = [c for c in code if c.source.strip() and c.source.strip().splitlines()[-1].startswith(figure_calls)]
     assert len(plot_cells) >= 10
     for c in plot_cells:
         assert any("image/png" in o.get("data", {}) for o in c.outputs), c.source

@@ -1,38 +1,26 @@
-"""connectomics.plot: every function returns a Figure whose drawn data is the graph's own numbers."""
+"""connectomics.plot and connectomics.stats: every figure returns a Figure whose drawn data is the
+graph's own numbers, as the stats tables give them."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-import matplotlib
 import numpy as np
-import pandas as pd
 import pytest
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 
 from connectomics import ConnectomeGraph
 from connectomics import plot as P
+from connectomics import stats as S
 from connectomics.layers import LayerBounds
+from tests.conftest import image_data, images, lines_with_gid
 
 
 @pytest.fixture(scope="module")
 def graph(surrogate_graph) -> ConnectomeGraph:
     return surrogate_graph.graph
-
-
-def images(fig: Figure) -> list[AxesImage]:
-    return [im for ax in fig.axes for im in ax.get_images()]
-
-
-def image_data(im: AxesImage) -> np.ndarray:
-    return np.ma.filled(np.ma.asarray(im.get_array(), dtype=float), np.nan)
-
-
-def lines_with_gid(ax, gid: str):
-    return [l for l in ax.get_lines() if l.get_gid() == gid]
 
 
 def test_module_imports_neither_pyplot_nor_graphnet():
@@ -46,7 +34,7 @@ def test_cells_per_type_layer(graph):
     fig = P.cells_per_type_layer(graph)
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    counts = P.cell_counts(graph)
+    counts = S.cell_counts(graph)
     assert counts.to_numpy().sum() == graph.n_nodes == 1351
     present = set(graph.nodes["layer"])
     assert list(counts.index[:2]) == ["23P", "4P"]
@@ -86,7 +74,7 @@ def test_soma_depths_draws_layer_boundaries(graph):
 def test_connectivity_matrix_is_the_type_graph(graph, value):
     fig = P.connectivity_matrix(graph, value)
     (im,) = images(fig)
-    table = P.connectivity_table(graph, value)
+    table = S.connectivity_table(graph, value)
     data = image_data(im)
     np.testing.assert_array_equal(np.isnan(data), table.isna().to_numpy())
     np.testing.assert_allclose(np.nan_to_num(data), np.nan_to_num(table.to_numpy()))
@@ -119,7 +107,7 @@ def test_connectivity_matrix_is_the_type_graph(graph, value):
 
 
 def test_connectivity_by_cell_type_pools_layers(graph):
-    table = P.connectivity_table(graph, "connection_probability", by="cell_type")
+    table = S.connectivity_table(graph, "connection_probability", by="cell_type")
     nodes, e = graph.nodes, graph.edges
     t = nodes["cell_type"].to_numpy()
     pre, post = t[e["pre"].to_numpy()], t[e["post"].to_numpy()]
@@ -139,7 +127,7 @@ def test_connectivity_by_cell_type_pools_layers(graph):
 
 def test_connectivity_order_and_errors(graph):
     order = ["BC|L2/3", "23P|L2/3", "4P|L4"]
-    table = P.connectivity_table(graph, "connection_probability", order=order)
+    table = S.connectivity_table(graph, "connection_probability", order=order)
     assert list(table.index) == order == list(table.columns)
     assert table.loc["BC|L2/3", "23P|L2/3"] == graph.type_graph.edges["BC|L2/3", "23P|L2/3"]["connection_probability"]
     fig = P.connectivity_matrix(graph, "connection_probability", order="layer")
@@ -148,7 +136,7 @@ def test_connectivity_order_and_errors(graph):
     assert layers == sorted(layers, key=["L1", "L2/3", "L4", "L5", "L6", "WM"].index)   # pia first
     assert names[0].endswith("|L1") and "23P|L2/3" in names
     with pytest.raises(ValueError, match="unknown population"):
-        P.connectivity_table(graph, order=["nope|L9"])
+        S.connectivity_table(graph, order=["nope|L9"])
     with pytest.raises(ValueError, match="value="):
         P.connectivity_matrix(graph, "weight")
     with pytest.raises(ValueError, match="order="):
@@ -156,12 +144,12 @@ def test_connectivity_order_and_errors(graph):
 
 
 def test_layer_flow(graph):
-    table = P.layer_table(graph, pre_ei="E")
+    table = S.layer_table(graph, pre_ei="E")
     e, nodes = graph.edges, graph.nodes
     is_e = (nodes["ei"] == "E").to_numpy()[e["pre"].to_numpy()]
     assert table["n_synapses"].sum() == e.loc[is_e, "n_synapses"].sum()
     assert table["connected_pairs"].sum() == is_e.sum()
-    everyone = P.layer_table(graph, pre_ei=None)
+    everyone = S.layer_table(graph, pre_ei=None)
     assert everyone["n_synapses"].sum() == e["n_synapses"].sum()
     assert everyone["possible_pairs"].sum() == graph.n_nodes * (graph.n_nodes - 1)
     row = table[(table.pre_layer == "L4") & (table.post_layer == "L2/3")].iloc[0]
@@ -185,7 +173,7 @@ def test_layer_flow(graph):
 def test_degree_distributions(graph):
     fig = P.degree_distributions(graph, by="cell_type")
     ax_in, ax_out = fig.axes[:2]
-    deg = P.degrees(graph)
+    deg = S.degrees(graph)
     assert deg["in_degree"].sum() == deg["out_degree"].sum() == len(graph.edges)
     types = [t.get_text() for t in ax_in.get_xticklabels()]
     assert types[:2] == ["23P", "4P"] and set(types) == set(graph.nodes["cell_type"])
@@ -221,53 +209,19 @@ def test_compare_null_models(graph):
     assert ims[0].norm.vmin == ims[1].norm.vmin and ims[0].norm.vmax == ims[1].norm.vmax
     for im, (name, g) in zip(ims, graphs.items()):
         assert im.axes.get_title() == name
-        np.testing.assert_allclose(image_data(im), P.connectivity_table(g).to_numpy())
+        np.testing.assert_allclose(image_data(im), S.connectivity_table(g).to_numpy())
     bar_ax = next(ax for ax in fig.axes if ax.get_title() == "Connection probability by class")
     heights = [p.get_height() for p in bar_ax.patches]
-    want = [v for g in graphs.values() for v in P.ei_connection_probability(g).values()]
+    want = [v for g in graphs.values() for v in S.ei_connection_probability(g).values()]
     np.testing.assert_allclose(heights, want)
     e = (graph.nodes["ei"] == "E").to_numpy()
     ee_pairs = int((e[graph.edges["pre"]] & e[graph.edges["post"]]).sum())
-    assert P.ei_connection_probability(graph)["E->E"] == pytest.approx(ee_pairs / (e.sum() * (e.sum() - 1)))
-    assert P.ei_connection_probability(graph)["E->E"] == pytest.approx(29_177 / (1188 * 1187), rel=0.05)  # real
-    r = P.reciprocity(graph)
+    assert S.ei_connection_probability(graph)["E->E"] == pytest.approx(ee_pairs / (e.sum() * (e.sum() - 1)))
+    assert S.ei_connection_probability(graph)["E->E"] == pytest.approx(29_177 / (1188 * 1187), rel=0.05)  # real
+    r = S.reciprocity(graph)
     assert 0 < r < 1
     with pytest.raises(ValueError):
         P.compare_null_models({})
-
-
-def test_training_curves_from_frame_dict_and_records():
-    df = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_loss": [2.0, 1.5, 1.2, 1.0],
-                       "val_loss": [2.1, np.nan, 1.4, 1.3], "train_acc": [0.2, 0.3, 0.4, 0.5],
-                       "val_acc": [0.2, 0.25, 0.35, 0.45], "lr": [1e-3] * 4})
-    for metrics in (df, df.to_dict("list"), df.to_dict("records")):
-        fig = P.training_curves(metrics)
-        titled = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
-        assert set(titled) == {"loss", "acc", "lr"}
-        lines = {l.get_label(): l for l in titled["loss"].get_lines()}
-        assert set(lines) == {"train", "val"}
-        np.testing.assert_array_equal(lines["val"].get_xdata(), [1, 3, 4])  # NaN skipped
-        np.testing.assert_array_equal(lines["train"].get_ydata(), df["train_loss"])
-        assert titled["loss"].get_xlabel() == "epoch"
-    fig = P.training_curves({"step": [0, 10], "loss": [1.0, 0.5]})
-    assert fig.axes[0].get_xlabel() == "step" and fig.axes[0].get_title() == "loss"
-
-
-def test_confusion_matrix():
-    cm = np.array([[8, 2, 0], [1, 7, 2], [0, 0, 10]])
-    fig = P.confusion_matrix(cm, ["angry", "happy", "sad"])
-    (im,) = images(fig)
-    data = image_data(im)
-    np.testing.assert_allclose(data.sum(axis=1), 1.0)
-    np.testing.assert_allclose(data[0], [0.8, 0.2, 0.0])
-    ax = im.axes
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["angry", "happy", "sad"]
-    assert ax.get_xlabel() == "predicted" and ax.get_ylabel() == "true"
-    assert "83.3%" in ax.get_title()
-    fig = P.confusion_matrix(cm, ["a", "b", "c"], normalize=False)
-    np.testing.assert_array_equal(image_data(images(fig)[0]), cm)
-    with pytest.raises(ValueError):
-        P.confusion_matrix(cm, ["a", "b"])
 
 
 def test_save_graph_plots_writes_pngs(graph, tmp_path):
@@ -299,47 +253,7 @@ def test_build_graph_cli_plots(tmp_path, capsys, monkeypatch):
     assert f"plot: {folder / 'x.png'}" in capsys.readouterr().out
 
 
-def test_works_under_agg():
-    assert isinstance(P.confusion_matrix(np.eye(2), ["a", "b"]), Figure)
-    assert matplotlib.get_backend()  # nothing switched the backend
-
-
-# -- compiled column and null models (graphnet) ---------------------------------------------------
-def test_mask_images_show_the_compiled_masks():
-    pytest.importorskip("torch")
-    from graphnet import ColumnSpec, LayerSpec, chain, compile_column
-    from graphnet.testing import synthetic_graph
-
-    g = synthetic_graph(seed=0)
-    for backend in ("dense", "sparse"):
-        col = compile_column(g, ColumnSpec.bionic(backend=backend), in_features=8)
-        fig = P.mask_images(col)
-        ims = {im.get_gid(): im for im in images(fig)}
-        assert set(ims) == {f"mask:{k}" for k in col.projection_plans}
-        for key, pp in col.projection_plans.items():
-            mod = col.projection(pp.src, pp.dst)
-            data = image_data(ims[f"mask:{key}"])
-            assert data.shape == (pp.n_dst, pp.n_src)
-            np.testing.assert_array_equal(data != 0, mod.mask.cpu().numpy())
-            title = ims[f"mask:{key}"].axes.get_title()
-            assert f"density {mod.density:.4f}" in title and title.endswith(backend)
-            assert f"{mod.n_edges} edges" in title
-        # feedforward projections on the top row, within-layer ones below
-        top = {im.get_gid() for im in images(fig) if im.axes.get_subplotspec().rowspan.start == 0}
-        assert top == {f"mask:{k}" for k, p in col.projection_plans.items() if p.src != p.dst}
-
-    # inhibitory presynaptic units are drawn negative (blue), excitatory positive (red)
-    spec = chain([LayerSpec("A", ("4P",), ("L4",)), LayerSpec("B", ("23P", "BC"), ("L2/3",))])
-    col = compile_column(g, spec, in_features=8)
-    im = next(i for i in images(P.mask_images(col)) if i.get_gid() == "mask:B->B")
-    data = image_data(im)
-    inhibitory = np.asarray(col.layer_plans["B"].ei) == "I"
-    assert inhibitory.any() and (data[:, inhibitory] <= 0).all() and (data[:, ~inhibitory] >= 0).all()
-    assert (data[:, inhibitory] < 0).any() and (data[:, ~inhibitory] > 0).any()
-    with pytest.raises(TypeError, match="CorticalColumn"):
-        P.mask_images(object())
-
-
+# -- null models (graphnet) ---------------------------------------------------------------------
 def test_compare_with_graphnet_null_models(graph):
     from graphnet.null_models import degree_shuffle, label_shuffle, random_graph
 
@@ -380,5 +294,5 @@ def test_small_and_empty_graphs_still_plot(graph, tmp_path):
     for i, f in enumerate(figs):  # drawing runs the layout: errors there show up only now
         assert isinstance(f, Figure)
         P.save_figure(f, tmp_path / f"{i}.png", dpi=20)
-    assert np.isnan(P.reciprocity(empty))
-    assert P.connectivity_table(empty).to_numpy().sum() == 0
+    assert np.isnan(S.reciprocity(empty))
+    assert S.connectivity_table(empty).to_numpy().sum() == 0

@@ -4,41 +4,19 @@ a 1-epoch smoke run on the shared sample, and evaluation of a run."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from pipelines.config import Config
 from pipelines.train import TrainingDiverged, main, train
+from tests.conftest import load_checkpoint as load
+from tests.conftest import small_graph, synthetic_csv, tiny_cfg
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "data" / "fer2013" / "sample.csv"
-
-SMALL = {("4P", "L4"): 12, ("23P", "L2/3"): 10, ("5P-IT", "L5"): 6, ("5P-ET", "L5"): 2,
-         ("6P-IT", "L6"): 9, ("BC", "L4"): 3, ("MC", "L2/3"): 2}
-
-
-def small_graph(seed: int = 0):
-    from tests.test_train_augment import widths_graph
-
-    return widths_graph(SMALL, p=0.25, seed=seed)
-
-
-def synthetic_csv(path: Path, n_train=96, n_val=32, n_private=16, seed=0) -> Path:
-    """A Kaggle-layout CSV whose classes differ in mean brightness (so a model can learn)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for usage, n in (("Training", n_train), ("PublicTest", n_val), ("PrivateTest", n_private)):
-        for i in range(n):
-            lab = i % 7
-            img = np.clip(rng.normal(40 + 25 * lab, 30, 2304), 0, 255).astype(np.uint8)
-            rows.append(f"{lab},{' '.join(map(str, img))},{usage}")
-    path.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +28,9 @@ def env(tmp_path_factory):
     return root, data, graph_dir
 
 
-def tiny_cfg(env, out: str, **kw) -> Config:
-    root, data, graph_dir = env
-    base = Config(data=str(data), cache_root=str(root / "cache"), graph=str(graph_dir),
-                  out=str(root / out), epochs=3, batch_size=16, conv1_channels=4, conv2_channels=4,
-                  feat_size=4, lateral_size=3, lr=3e-3, warmup_epochs=1, lr_schedule="cosine",
-                  noise_std=0.1, hebbian_rate=1e-3, homeostasis=True, patience=0,
-                  eval_batch_size=64, log_every=3, progress=False, preset="default", threads=1,
-                  plots=False)
-    return replace(base, **kw)
-
-
 def states_equal(a: dict, b: dict) -> list[str]:
     assert a.keys() == b.keys()
     return [k for k in a if not torch.equal(a[k], b[k])]
-
-
-def load(p: Path) -> dict:
-    return torch.load(p, map_location="cpu", weights_only=True)
 
 
 def test_run_directory_contents_and_metrics(env):
@@ -146,7 +109,8 @@ def test_refuses_to_overwrite_or_resume_nothing(env):
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
-    cfg = tiny_cfg(env, "nan", epochs=4, hebbian_rate=0.0)   # (with Hebbian on, its step catches it first)
+    # plasticity off: with Hebbian or homeostasis on, the plasticity step catches the NaN first
+    cfg = tiny_cfg(env, "nan", epochs=4, hebbian_rate=0.0, homeostasis=False)
 
     def poison(step, model):
         if step == 7:                                   # epoch 2, second step
@@ -159,7 +123,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert not (Path(cfg.out) / "final.pt").exists()
     # the CLI turns it into exit status 2 with the message on stderr
-    cfg2 = tiny_cfg(env, "nan_cli", epochs=2, lr=1e30, grad_clip=0.0, hebbian_rate=0.0)
+    cfg2 = tiny_cfg(env, "nan_cli", epochs=2, lr=1e30, grad_clip=0.0, hebbian_rate=0.0,
+                    homeostasis=False)
     assert main(sum(([f"--{k}", str(v)] for k, v in cfg2.to_dict().items()), [])) == 2
 
 

@@ -7,13 +7,13 @@ import json
 from dataclasses import fields, replace
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from pipelines.augment import AugmentConfig, BatchAugment
 from pipelines.config import PRESETS, Config, add_config_arguments, config_from_args
 from pipelines.train import lr_factor
+from tests.conftest import widths_graph
 
 
 
@@ -102,11 +102,17 @@ def test_every_field_is_a_cli_option_and_types_parse():
     assert {f.name for f in fields(Config)} <= opts
     assert cfg.lr == 0.01 and cfg.dale is False and cfg.epochs == 3 and cfg.mask == "random"
     assert cfg.lateral_inhibition is False and cfg.augment is True
-    assert cfg.batch_size == PRESETS["paper"]["batch_size"] == 128    # from the preset
+    # every preset field not given on the command line comes from the preset, and the preset
+    # changes the defaults (so a preset that was not applied fails here)
+    given = {"lr", "dale", "epochs", "lateral_inhibition", "mask", "augment"}
+    assert {k: getattr(cfg, k) for k in set(PRESETS["paper"]) - given} == \
+        {k: v for k, v in PRESETS["paper"].items() if k not in given}
+    assert {k for k, v in PRESETS["paper"].items() if getattr(Config(), k) != v} - given
     ns400 = ap.parse_args(["--preset", "paper400", "--seed", "2"])
     cfg400, _ = config_from_args(ns400)
-    assert (cfg400.batch_size, cfg400.epochs, cfg400.lr_schedule) == (32, 400, "plateau")
-    assert cfg400.kernel_size == cfg.kernel_size == 5 and cfg400.out == "runs/paper400-s2"
+    assert {k: getattr(cfg400, k) for k in PRESETS["paper400"]} == PRESETS["paper400"]
+    assert {k for k, v in PRESETS["paper400"].items() if v != PRESETS["paper"].get(k)} >= {"batch_size", "epochs"}
+    assert cfg400.out == "runs/paper400-s2"
     assert cfg.out == "runs/paper-s1"
     assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(SystemExit):
@@ -130,28 +136,6 @@ def test_lr_schedules():
 
 
 # -- models ----------------------------------------------------------------------------------------
-def widths_graph(sizes: dict, p: float = 0.05, seed: int = 0):
-    """A neuron-level ConnectomeGraph from DataFrames with the given (cell_type, layer) sizes."""
-    from connectomics.graph import ConnectomeGraph
-
-    rng = np.random.default_rng(seed)
-    rows = [(ct, ly) for (ct, ly), n in sizes.items() for _ in range(n)]
-    n = len(rows)
-    inh = {"BC", "MC", "BPC", "NGC"}
-    nodes = pd.DataFrame({
-        "root_id": np.arange(n, dtype=np.int64) + 10**15, "nucleus_id": np.arange(n, dtype=np.int64),
-        "cell_type": [r[0] for r in rows], "mtype": [r[0] for r in rows], "layer": [r[1] for r in rows],
-        "ei": ["I" if r[0] in inh else "E" for r in rows],
-        "x_nm": rng.uniform(0, 1e5, n), "y_nm": rng.uniform(0, 1e6, n), "z_nm": rng.uniform(0, 1e5, n),
-        "depth_um": rng.uniform(0, 800, n)})
-    pre, post = np.nonzero(rng.random((n, n)) < p)
-    keep = pre != post
-    pre, post = pre[keep], post[keep]
-    edges = pd.DataFrame({"pre": pre, "post": post, "pre_root_id": pre + 10**15, "post_root_id": post + 10**15,
-                          "n_synapses": rng.integers(1, 5, len(pre)), "summed_size": rng.uniform(1e2, 1e4, len(pre))})
-    return ConnectomeGraph(nodes=nodes, edges=edges)
-
-
 PAPER_WIDTHS = {("4P", "L4"): 266, ("23P", "L2/3"): 349, ("5P-IT", "L5"): 136, ("5P-ET", "L5"): 39,
                 ("5P-NP", "L5"): 10, ("6P-IT", "L6"): 237, ("6P-CT", "L6"): 146,
                 ("BC", "L4"): 13, ("BC", "L2/3"): 17, ("MC", "L5"): 8}
@@ -187,12 +171,12 @@ def test_switches_change_the_model():
     g = widths_graph({("4P", "L4"): 12, ("23P", "L2/3"): 10, ("5P-IT", "L5"): 8, ("6P-IT", "L6"): 9,
                       ("BC", "L4"): 3}, p=0.2)
     base = replace(Config(), conv1_channels=4, conv2_channels=4, feat_size=6)
-    from graphnet import LateralInhibition2d
+    from graphnet import FastLateralInhibition2d, LateralInhibition2d
 
     m = build_model(base, g)
     names = {type(x).__name__ for x in m.modules()}
     assert {"CBAM", "LayerNorm", "GradedInhibition"} <= names
-    assert any(isinstance(x, LateralInhibition2d) for x in m.modules())
+    assert any(isinstance(x, FastLateralInhibition2d) for x in m.modules())
     off = build_model(replace(base, lateral_inhibition=False, attention=False, layer_norm=False,
                               graded_inhibition=False), g)
     names = {type(x).__name__ for x in off.modules()}
@@ -204,28 +188,6 @@ def test_switches_change_the_model():
     wide = build_model(replace(base, front="wide", wide_channels="8,8,8", feat_size=6), g)
     assert wide.front.out_features == 8 * 36 and wide(torch.randn(2, 1, 48, 48)).shape == (2, 7)
     assert any(isinstance(x, CBAM) for x in wide.modules())
-
-
-def test_fast_lateral_inhibition_equals_graphnet_module_and_gradients():
-    from graphnet import LateralInhibition2d
-
-    from pipelines.models import _DivisiveNorm075, fast_lateral_inhibition_class, lateral_window_kernel
-
-    fast_cls = fast_lateral_inhibition_class()
-    for c, size, spatial, beta in [(8, 5, 3, 0.75), (8, 3, 1, 0.5), (5, 1, 5, 0.75)]:
-        ref = LateralInhibition2d(size=size, spatial=spatial, beta=beta, alpha=2.0, k=1.5)
-        fast = fast_cls(c, size=size, spatial=spatial, beta=beta, alpha=2.0, k=1.5)
-        assert isinstance(fast, LateralInhibition2d) and fast.state_dict() == {} == ref.state_dict()
-        x = torch.randn(2, c, 8, 8, requires_grad=True)
-        a, b = ref(x), fast(x)
-        ga, = torch.autograd.grad(a.square().sum(), x)
-        gb, = torch.autograd.grad(b.square().sum(), x)
-        assert torch.allclose(a, b, atol=1e-5) and torch.allclose(ga, gb, atol=1e-5)
-    # the hand-written backward, with a non-symmetric kernel to exercise the transpose
-    x = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    w = torch.rand(3, 3, 3, 3, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda t: _DivisiveNorm075.apply(t, w, 1.0, 2.0, 1), (x,))
-    assert lateral_window_kernel(8, 5, 3)[0, :, 1, 1].tolist()[:4] == pytest.approx([1 / 45] * 3 + [0])
 
 
 def test_matmul_adaptive_pool_and_cbam_layouts_agree():

@@ -1,0 +1,56 @@
+"""Data flows one way: connectomics -> graphnet -> pipelines. connectomics imports neither
+graphnet nor pipelines, graphnet never imports pipelines, not even lazily inside a function."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {"connectomics": ("graphnet", "pipelines"), "graphnet": ("pipelines",)}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute module names a source file imports anywhere (module level or in a function)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_import_scan_finds_imports_in_functions(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os\ndef f():\n    from pipelines.plots import x\n    import graphnet.plots\n")
+    assert imported_modules(f) == {"os", "pipelines.plots", "graphnet.plots"}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_source_file_imports_a_higher_layer(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert len(files) > 5
+    bad = [f"{f.relative_to(ROOT)} imports {m}" for f in files for m in sorted(imported_modules(f))
+           if m.split(".")[0] in FORBIDDEN[package]]
+    assert not bad, bad
+
+
+def test_importing_every_connectomics_module_loads_neither_graphnet_nor_pipelines():
+    """A fresh interpreter imports each connectomics module and checks sys.modules (graphnet's
+    own modules are covered by the source scan above: importing them needs torch, ~10 s)."""
+    mods = sorted(".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                  for f in (ROOT / "connectomics").rglob("*.py"))
+    code = (
+        "import importlib, sys\n"
+        f"for m in {mods!r}:\n"
+        "    importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('graphnet', 'pipelines'))\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
