@@ -39,8 +39,9 @@ Edges
     singular name.
 
 Memory: edge attributes are gathered and written ``chunk_edges`` rows at a time; beside the
-graph the export holds about three int64 arrays of the edge count (the sort order and the
-source-index runs), never a sorted copy of the edge table.
+graph the export holds the sort order (one int64 per edge) and the source index's runs (two
+int64 per run, at most one run per edge), never a sorted copy of the edge table: about
+24 bytes per edge plus about 100 bytes per chunk row (figures in ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -160,8 +161,12 @@ def _edge_attributes(edges: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-edge attribute arrays in the graph's edge order (see module docstring)."""
     out: dict[str, np.ndarray] = {}
     if "n_synapses" in edges.columns:
-        n = pd.to_numeric(edges["n_synapses"], errors="coerce").to_numpy()
-        out["nsyns"] = n.astype(np.int64) if not np.isnan(n.astype(float)).any() else n.astype(np.float64)
+        col = edges["n_synapses"]
+        if pd.api.types.is_integer_dtype(col):
+            out["nsyns"] = col.to_numpy(dtype=np.int64)          # a view when already int64
+        else:
+            n = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+            out["nsyns"] = n if np.isnan(n).any() else n.astype(np.int64)
     if "summed_size" in edges.columns:
         size = pd.to_numeric(edges["summed_size"], errors="coerce").to_numpy(dtype=np.float64)
         if not np.isnan(size).all():
@@ -170,20 +175,30 @@ def _edge_attributes(edges: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _write_edge_rows(pop: h5py.Group, pre: np.ndarray, post: np.ndarray, is_inhibitory: np.ndarray,
-                     attrs: dict[str, np.ndarray], chunk: int, compression: str | None) -> np.ndarray:
-    """Write the sorted edge datasets chunk by chunk; return the sorted source node ids."""
+                     attrs: dict[str, np.ndarray], chunk: int,
+                     compression: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Write the sorted edge datasets chunk by chunk.
+
+    Returns the runs of equal source node ids in the written order (the source index's input):
+    run_start (R,) first edge id of each maximal run, run_node (R,) its source node.
+    """
     e = len(pre)
     order = np.lexsort((pre, post))          # by target, then source
     ds = {name: _create(pop, name, e, np.int64, compression) for name in
           ("source_node_id", "target_node_id", "edge_type_id", "edge_group_id", "edge_group_index")}
     grp = pop.create_group("0")
     attr_ds = {name: _create(grp, name, e, vals.dtype, compression) for name, vals in attrs.items()}
-    src_sorted = np.empty(e, dtype=np.int64)
+    starts: list[np.ndarray] = []
+    nodes: list[np.ndarray] = []
+    previous = -1                            # source of the edge before this chunk
     for s in range(0, e, chunk):
         idx = order[s:s + chunk]
         stop = s + len(idx)
         src = pre[idx]
-        src_sorted[s:stop] = src
+        new_run = np.flatnonzero(src != np.concatenate([[previous], src[:-1]]))
+        starts.append(new_run + s)
+        nodes.append(src[new_run])
+        previous = int(src[-1])
         ds["source_node_id"][s:stop] = src
         ds["target_node_id"][s:stop] = post[idx]
         ds["edge_type_id"][s:stop] = np.where(is_inhibitory[src], INHIBITORY_EDGE_TYPE, EXCITATORY_EDGE_TYPE)
@@ -191,7 +206,19 @@ def _write_edge_rows(pop: h5py.Group, pre: np.ndarray, post: np.ndarray, is_inhi
         ds["edge_group_index"][s:stop] = np.arange(s, stop, dtype=np.int64)
         for name, vals in attrs.items():
             attr_ds[name][s:stop] = vals[idx]
-    return src_sorted
+    del order
+    return _concat_clearing(starts), _concat_clearing(nodes)
+
+
+def _concat_clearing(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate int64 arrays, releasing each part once copied (peak = total + one part)."""
+    out = np.empty(sum(len(p) for p in parts), dtype=np.int64)
+    at = 0
+    while parts:
+        p = parts.pop(0)
+        out[at:at + len(p)] = p
+        at += len(p)
+    return out
 
 
 def _write_index(group: h5py.Group, run_node: np.ndarray, run_start: np.ndarray, n_edges: int,
@@ -206,28 +233,25 @@ def _write_index(group: h5py.Group, run_node: np.ndarray, run_start: np.ndarray,
     group.create_dataset("node_id_to_ranges", data=np.stack([offsets[:-1], offsets[1:]], axis=1))
     group["node_id_to_range"] = group["node_id_to_ranges"]   # hard link: BMTK's (singular) name
     by_node = np.argsort(run_node, kind="stable")
-    run_end = np.append(run_start[1:], n_edges)
-    r2e = group.create_dataset("range_to_edge_id", shape=(len(run_node), 2), dtype=np.uint64)
-    for s in range(0, len(by_node), chunk):
+    n_runs = len(run_start)
+    r2e = group.create_dataset("range_to_edge_id", shape=(n_runs, 2), dtype=np.uint64)
+    for s in range(0, n_runs, chunk):
         k = by_node[s:s + chunk]
-        r2e[s:s + len(k)] = np.stack([run_start[k], run_end[k]], axis=1).astype(np.uint64)
+        end = np.where(k + 1 < n_runs, run_start[np.minimum(k + 1, n_runs - 1)], n_edges)
+        r2e[s:s + len(k)] = np.stack([run_start[k], end], axis=1).astype(np.uint64)
 
 
-def _write_indices(pop: h5py.Group, src_sorted: np.ndarray, post: np.ndarray, n_nodes: int,
-                   chunk: int) -> None:
+def _write_indices(pop: h5py.Group, source_runs: tuple[np.ndarray, np.ndarray], post: np.ndarray,
+                   n_nodes: int, chunk: int) -> None:
     """Both index groups; targets are contiguous (edges sorted by target), sources are runs."""
-    e = len(src_sorted)
+    e = len(post)
     idx = pop.create_group("indices")
     counts = np.bincount(post, minlength=n_nodes)
     has = np.flatnonzero(counts)
     starts = np.concatenate([[0], np.cumsum(counts)])[has]
     _write_index(idx.create_group("target_to_source"), has, starts, e, n_nodes, chunk)
-    if e:
-        run_start = np.concatenate([[0], np.flatnonzero(src_sorted[1:] != src_sorted[:-1]) + 1])
-    else:
-        run_start = np.zeros(0, dtype=np.int64)
-    _write_index(idx.create_group("source_to_target"), src_sorted[run_start], run_start, e,
-                 n_nodes, chunk)
+    run_start, run_node = source_runs
+    _write_index(idx.create_group("source_to_target"), run_node, run_start, e, n_nodes, chunk)
 
 
 def _write_edges(path: Path, graph: ConnectomeGraph, node_population: str, edge_population: str,
@@ -242,12 +266,12 @@ def _write_edges(path: Path, graph: ConnectomeGraph, node_population: str, edge_
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         _root_attributes(h5)
         pop = h5.create_group("edges").create_group(edge_population)
-        src_sorted = _write_edge_rows(pop, pre, post, is_inhibitory, _edge_attributes(edges), chunk,
-                                      compression)
+        source_runs = _write_edge_rows(pop, pre, post, is_inhibitory, _edge_attributes(edges), chunk,
+                                       compression)
         for name in ("source_node_id", "target_node_id"):
             pop[name].attrs.create("node_population", node_population,
                                    dtype=h5py.string_dtype("utf-8"))
-        _write_indices(pop, src_sorted, post, n, chunk)
+        _write_indices(pop, source_runs, post, n, chunk)
 
 
 def _edge_types() -> pd.DataFrame:
@@ -287,7 +311,7 @@ def circuit_config(node_population: str, edge_population: str) -> dict:
 
 
 def to_sonata(graph: ConnectomeGraph, out: str | Path, *, population: str = "microns",
-              chunk_edges: int = 1_000_000, compression: str | None = None) -> SonataExport:
+              chunk_edges: int = 250_000, compression: str | None = None) -> SonataExport:
     """Write ``graph`` as a SONATA circuit into folder ``out`` (layout in the module docstring).
 
     population names the node population; the edge population is ``<population>_to_<population>``.
