@@ -226,7 +226,8 @@ def test_chunk_size_does_not_change_the_files(graph, export, tmp_path):
 
 
 def test_edge_memory_is_bounded(tmp_path):
-    """Peak traced memory stays well under one sorted copy of the edge table (48 bytes/edge)."""
+    """Peak traced memory stays under one sorted copy of the edge table (48 bytes/edge): the export
+    holds the sort order and the source runs (~24 bytes/edge) plus one chunk (measured 26.5)."""
     rng = np.random.default_rng(0)
     n, e = 3000, 400_000
     pairs = rng.choice(n * n, size=e, replace=False)
@@ -244,8 +245,7 @@ def test_edge_memory_is_bounded(tmp_path):
     finally:
         tracemalloc.stop()
     assert res.n_edges == e
-    print(f"peak {peak / e:.1f} bytes per edge")
-    assert peak < 34 * e, f"peak {peak / e:.1f} bytes per edge"
+    assert peak < 30 * e, f"peak {peak / e:.1f} bytes per edge"
 
 
 def test_volume_scale_graph_exports(tmp_path):

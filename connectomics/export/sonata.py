@@ -206,7 +206,7 @@ def _write_edge_rows(pop: h5py.Group, pre: np.ndarray, post: np.ndarray, is_inhi
         ds["edge_group_index"][s:stop] = np.arange(s, stop, dtype=np.int64)
         for name, vals in attrs.items():
             attr_ds[name][s:stop] = vals[idx]
-    del order
+    idx = order = None                       # idx is a view: both must go to free the order
     return _concat_clearing(starts), _concat_clearing(nodes)
 
 
