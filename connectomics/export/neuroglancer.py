@@ -165,6 +165,7 @@ def neuroglancer_state(graph: ConnectomeGraph, *, population: str | None = None,
     Select with exactly one of ``population`` (``"4P|L4"``), ``types`` (cell types) or ``ids``
     (root ids). ``target_url`` is the Neuroglancer deployment the URL opens.
     """
+    from neuroglancer.url_state import to_json_dump
     from nglui.statebuilder import ViewerState
 
     cells = select_cells(graph, population=population, types=types, ids=ids)
@@ -184,6 +185,8 @@ def neuroglancer_state(graph: ConnectomeGraph, *, population: str | None = None,
     vs.add_points(somata, name="somata", point_column="pt", segment_column="root_id",
                   description_column="description", data_resolution=list(VOXEL_NM),
                   linked_segmentation="seg", set_position=False)
-    state = json.loads(vs.to_json_string(compact=True))
-    return NeuroglancerState(state=state, url=vs.to_url(target_url=target_url), version=v,
+    url = vs.to_url(target_url=target_url)
+    # neuroglancer's own encoding (ids as strings, as in the URL), not nglui's int-valued dump
+    state = json.loads(to_json_dump(vs.viewer.state))
+    return NeuroglancerState(state=state, url=url, version=v,
                              segmentation=seg, segments=roots.tolist())
