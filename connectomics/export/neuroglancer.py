@@ -75,8 +75,8 @@ def materialization(graph: ConnectomeGraph, version: int | None = None) -> int:
     """The materialization a state shows (see module docstring)."""
     if version is not None:
         return int(version)
-    meta_version = graph.meta.get("version")
-    if graph.meta.get("datastack") == DATASTACK and isinstance(meta_version, (int, np.integer)):
+    meta_version = str(graph.meta.get("version", ""))
+    if graph.meta.get("datastack") == DATASTACK and meta_version.isdigit():
         return int(meta_version)
     return DEFAULT_VERSION
 
