@@ -13,6 +13,7 @@ networks of neurons"; HDF5 through h5py, each file written to a temporary name a
     edge_types.csv       one edge type per sign: 100 excitatory, 101 inhibitory (presynaptic E/I)
     circuit_config.json  the two networks with paths relative to the config's folder
 
+``circuit_config.json`` is written last: a folder without it holds an unfinished export.
 Both HDF5 files carry the root attributes ``version = [0, 1]`` (uint32) and ``magic = 0x0A7A``.
 
 Nodes
