@@ -91,8 +91,9 @@ def layers_present(values) -> list[str]:
 
 
 def population_groups(graph: "ConnectomeGraph", by: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """``(names, E/I of each, layer of each)`` for ``by="population"`` (the type graph's nodes) or
-    ``"cell_type"`` (a type's layer: its commonest)."""
+    """``(names, E/I of each, layer of each)`` for ``by="population"`` (the type graph's nodes),
+    ``"cell_type"`` or any other node column such as ``"mtype"`` (a group's E/I class and layer:
+    its commonest)."""
     if by == "population":
         tg = graph.type_graph
         return (list(tg.nodes), {n: d["ei"] for n, d in tg.nodes(data=True)},
@@ -102,7 +103,12 @@ def population_groups(graph: "ConnectomeGraph", by: str) -> tuple[list[str], dic
         ei = g["ei"].first().to_dict()
         layer = g["layer"].agg(lambda s: s.value_counts().index[0]).to_dict()
         return list(ei), ei, layer
-    raise ValueError(f"by={by!r}: use 'population' or 'cell_type'")
+    if by in graph.nodes.columns and by not in ("root_id", "nucleus_id"):
+        g = graph.nodes.assign(**{by: graph.nodes[by].astype(str)}).groupby(by, sort=True)
+        ei = g["ei"].agg(lambda s: s.value_counts().index[0]).to_dict()
+        layer = g["layer"].agg(lambda s: s.value_counts().index[0]).to_dict()
+        return list(ei), ei, layer
+    raise ValueError(f"by={by!r}: use 'population', 'cell_type' or a node column (e.g. 'mtype')")
 
 
 def population_order(graph: "ConnectomeGraph", order: str | Sequence[str] = "ei",
@@ -149,13 +155,33 @@ def connectivity_table(graph: "ConnectomeGraph", value: str = "connection_probab
     ``value``: one of :data:`VALUES`: ``connection_probability`` (:func:`connection_probability`),
     ``synapses_per_connection``, ``summed_size``, ``n_synapses`` or ``connected_pairs``.
     Unconnected pairs are 0, except ``synapses_per_connection`` (NaN: undefined). ``by="cell_type"``
-    pools the layers of each type (sums, then the ratios of the sums).
+    pools the layers of each type (sums, then the ratios of the sums); any other node column
+    (``by="mtype"``) groups the neuron-level graph by that column.
     """
     if value not in VALUES:
         raise ValueError(f"value={value!r}: choose one of {list(VALUES)}")
     names = population_order(graph, order, by)
     idx = {n: i for i, n in enumerate(names)}
     k = len(names)
+    if by in ("population", "cell_type"):
+        sums, size = _type_graph_sums(graph, by, idx)
+    else:
+        sums, size = _node_column_sums(graph, by, idx)
+    if value in sums:
+        mat = sums[value]
+    elif value == "synapses_per_connection":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mat = np.where(sums["connected_pairs"] > 0,
+                           sums["n_synapses"] / np.maximum(sums["connected_pairs"], 1), np.nan)
+    else:  # connection_probability
+        mat = connection_probability(sums["connected_pairs"], size[:, None], size[None, :],
+                                     np.eye(k, dtype=bool))
+    return pd.DataFrame(mat, index=pd.Index(names, name="pre"), columns=pd.Index(names, name="post"))
+
+
+def _type_graph_sums(graph: "ConnectomeGraph", by: str, idx: dict[str, int]) -> tuple[dict, np.ndarray]:
+    """Summed edge values (k, k) and cells (k,) per group, from the type graph."""
+    k = len(idx)
     sums = {c: np.zeros((k, k)) for c in ("n_synapses", "summed_size", "connected_pairs")}
     tg = graph.type_graph
     group = {n: (n if by == "population" else d["cell_type"]) for n, d in tg.nodes(data=True)}
@@ -165,20 +191,27 @@ def connectivity_table(graph: "ConnectomeGraph", value: str = "connection_probab
             continue
         for c in sums:
             sums[c][i, j] += d[c]
-    if value in sums:
-        mat = sums[value]
-    elif value == "synapses_per_connection":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mat = np.where(sums["connected_pairs"] > 0,
-                           sums["n_synapses"] / np.maximum(sums["connected_pairs"], 1), np.nan)
-    else:  # connection_probability
-        size = np.zeros(k)
-        for n, d in tg.nodes(data=True):
-            if group[n] in idx:
-                size[idx[group[n]]] += d["n_cells"]
-        mat = connection_probability(sums["connected_pairs"], size[:, None], size[None, :],
-                                     np.eye(k, dtype=bool))
-    return pd.DataFrame(mat, index=pd.Index(names, name="pre"), columns=pd.Index(names, name="post"))
+    size = np.zeros(k)
+    for n, d in tg.nodes(data=True):
+        if group[n] in idx:
+            size[idx[group[n]]] += d["n_cells"]
+    return sums, size
+
+
+def _node_column_sums(graph: "ConnectomeGraph", by: str, idx: dict[str, int]) -> tuple[dict, np.ndarray]:
+    """Summed edge values (k, k) and cells (k,) per value of the node column ``by``, from the
+    neuron-level graph (groups not in ``idx`` are left out)."""
+    k = len(idx)
+    code = graph.nodes[by].astype(str).map(idx).fillna(-1).to_numpy(np.int64)
+    pre, post = code[graph.edges["pre"].to_numpy()], code[graph.edges["post"].to_numpy()]
+    keep = (pre >= 0) & (post >= 0)
+    flat = pre[keep] * k + post[keep]
+    sums = {"connected_pairs": np.bincount(flat, minlength=k * k).reshape(k, k).astype(float)}
+    for c in ("n_synapses", "summed_size"):
+        w = graph.edges[c].to_numpy(float)[keep]
+        sums[c] = np.bincount(flat, weights=w, minlength=k * k).reshape(k, k)
+    size = np.bincount(code[code >= 0], minlength=k).astype(float)
+    return sums, size
 
 
 def layer_table(graph: "ConnectomeGraph", pre_ei: str | None = "E") -> pd.DataFrame:

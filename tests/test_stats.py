@@ -50,3 +50,22 @@ def test_every_table_uses_the_same_connection_probability(surrogate_graph):
 
 def test_every_value_has_a_label():
     assert set(P.VALUE_LABELS) == set(S.VALUES)
+
+
+def test_connectivity_by_mtype_groups_the_neuron_level_graph(column_graph):
+    """by="mtype" (any node column): connected pairs / possible pairs of the m-type groups."""
+    from connectomics import stats
+
+    g = column_graph.graph
+    table = stats.connectivity_table(g, "connection_probability", by="mtype")
+    m = g.nodes["mtype"].astype(str).to_numpy()
+    pre, post = m[g.edges["pre"].to_numpy()], m[g.edges["post"].to_numpy()]
+    n = g.nodes["mtype"].astype(str).value_counts()
+    assert set(table.index) == set(n.index) and len(table) == 22
+    for a, b in [("ITC", "DTC"), ("L4b", "L3b"), ("PTC", "PTC")]:
+        possible = n[a] * n[b] - (n[a] if a == b else 0)
+        assert table.loc[a, b] == pytest.approx(((pre == a) & (post == b)).sum() / possible)
+    syn = stats.connectivity_table(g, "n_synapses", by="mtype")
+    assert syn.to_numpy().sum() == g.edges["n_synapses"].sum() == 141_452
+    with pytest.raises(ValueError, match="node column"):
+        stats.connectivity_table(g, by="nope")
