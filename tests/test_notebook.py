@@ -1,5 +1,5 @@
 """notebooks/explore_graph.ipynb: committed without outputs; runs top to bottom on the default
-(surrogate) source into a temporary cache, in a kernel of *this* interpreter, in under 2 minutes.
+source (the bundled real MICrONS column) into a temporary cache, in a kernel of *this* interpreter, in under 2 minutes.
 
 Needs nbclient, nbformat and ipykernel (in the ``dev`` extra). The kernel is a throwaway
 kernelspec pointing at ``sys.executable``, found through ``JUPYTER_PATH``, so whatever ``python3``
@@ -35,11 +35,11 @@ def test_notebook_is_committed_without_outputs():
     params = "".join(code[0]["source"])
     assert "parameters" in code[0].get("metadata", {}).get("tags", [])
     for name in ('CACHE = os.environ.get("BIONIC_CACHE", "data_cache")',
-                 'SOURCE = os.environ.get("BIONIC_SOURCE", "surrogate")'):
+                 'SOURCE = os.environ.get("BIONIC_SOURCE", "column")'):
         assert name in params
-    # it says the default is a surrogate, not MICrONS synapses
+    # it says the default is the real column, and that the surrogate is not MICrONS synapses
     text = " ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    assert "surrogate" in text and "not MICrONS synapses" in text
+    assert "the real MICrONS V1 column" in text and "(not MICrONS synapses)" in text
 
 
 def _kernel_for_this_interpreter(root: Path) -> str:
@@ -71,7 +71,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # no user profile / startup files
     monkeypatch.setenv("BIONIC_CACHE", str(cache))
-    monkeypatch.setenv("BIONIC_SOURCE", "surrogate")
+    monkeypatch.delenv("BIONIC_SOURCE", raising=False)   # the default: the real column
     monkeypatch.delenv("MPLBACKEND", raising=False)
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -92,8 +92,9 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     # the kernel was this interpreter, the graph was built into the temporary cache
     assert f"cache: {cache}" in text
     assert "cells: 1351  (1188 E, 163 I)" in text
-    assert "NOT MICrONS" in text or "surrogate" in text
-    graph_dir = cache / "surrogate" / "v0" / "graph"
+    assert "real MICrONS synapse counts" in text          # the column's meta note
+    (graph_dir,) = cache.glob("v1_column-*/v1/graph")
+    assert (cache / "surrogate" / "v0" / "graph" / "nodes.parquet").exists()   # built for the comparison
     assert (graph_dir / "nodes.parquet").exists()
     assert (graph_dir / "exports" / "type_graph.graphml").stat().st_size > 0
     assert (graph_dir / "exports" / "neurons.graphml").stat().st_size > 0
@@ -104,3 +105,9 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     for c in plot_cells:
         assert any("image/png" in o.get("data", {}) for o in c.outputs), c.source
     assert "CorticalColumn(" in text  # print(column)
+    # the real column beside the surrogate: a figure; Neuroglancer: one link per layer A-D
+    (cmp_cell,) = [c for c in code if "compare_null_models(pair)" in c.source]
+    assert any("image/png" in o.get("data", {}) for o in cmp_cell.outputs)
+    (ng_cell,) = [c for c in code if "neuroglancer_state(" in c.source]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in ng_cell.outputs)
+    assert html.count("<a href=") == 4 and all(f"layer {x}:" in html for x in "ABCD")
