@@ -18,7 +18,7 @@ from .augment import AugmentConfig
 @dataclass
 class Config:
     # -- data -------------------------------------------------------------------------------
-    data: str = "../shared/data/fer2013/fer2013.csv.gz"   # Kaggle CSV (.csv/.csv.gz) or image-folder root
+    data: str = "data_cache/fer2013/fer2013.csv"   # Kaggle CSV (.csv/.csv.gz) or image-folder root
     cache_root: str = "data_cache"
     train_usage: str = "Training"
     val_usage: str = "PublicTest"        # early stopping / best checkpoint (never PrivateTest)
@@ -88,7 +88,7 @@ class Config:
     compile: str = "auto"                # auto (on for CUDA) | on | off
     channels_last: str = "auto"          # auto (on for CPU and CUDA convs) | on | off
     deterministic: str = "auto"          # auto (on for CPU) | on | off
-    threads: int = 0                     # torch CPU threads (0 = leave)
+    threads: int = 0                     # torch CPU threads (0 = auto: the free cores, see pipelines.runtime)
     eval_batch_size: int = 1024
     out: str = ""                        # run directory ("" = runs/<preset>-s<seed>)
     preset: str = "default"
@@ -113,6 +113,13 @@ class Config:
                     homeostatic_rate=self.homeostatic_rate, mask=self.mask,
                     backend=self.column_backend, seed=self.column_seed)
 
+    def column_spec(self):
+        """The :class:`graphnet.ColumnSpec` this config describes (the paper's column with the
+        config's switches)."""
+        from graphnet import ColumnSpec
+
+        return ColumnSpec.bionic(**self.column_overrides())
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -131,8 +138,18 @@ class Config:
 
     @classmethod
     def load(cls, path) -> "Config":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """The config saved at ``path``; errors name the file."""
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a valid config.json ({exc})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a valid config.json (not a JSON object)")
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 #: The training recipe that fits the issue's budget, 60 minutes per seed on 2 CPU cores (measured:

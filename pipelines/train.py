@@ -31,6 +31,7 @@ Every field of :class:`pipelines.config.Config` is an option (``--lr 1e-3``, ``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -49,13 +50,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from .augment import BatchAugment, normalize, to_float
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import UserError, run_cli
+from .run_dir import RunDir
 from .config import Config, add_config_arguments, config_from_args, validate
 from .evaluate import evaluate_arrays, report, write_report
 from .fer2013 import USAGES, _atomic_write, load_fer2013
 from .models import build_model, count_parameters, describe
+from .runtime import Runtime, dynamo_fallback, runtime_of
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss (or a plasticity update) became NaN/inf; the last good checkpoint is intact."""
 
 
@@ -73,26 +78,9 @@ def default_graph(cache_root: str | Path = "data_cache", seed: int = 0):
 # ------------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------------
-def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(cfg.device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
-def resolve_flags(cfg: Config, dev: torch.device) -> dict[str, Any]:
-    cuda = dev.type == "cuda"
-    amp = {"auto": cuda, "bf16": True, "off": False}[cfg.amp]
-    if amp and not cuda:
-        amp = cfg.amp == "bf16"  # explicit request on CPU (slow without AVX512-BF16/AMX)
-    return {
-        "amp_dtype": torch.bfloat16 if amp else None,
-        "compile": {"auto": cuda, "on": True, "off": False}[cfg.compile],
-        "channels_last": {"auto": True, "on": True, "off": False}[cfg.channels_last],
-        "deterministic": {"auto": not cuda, "on": True, "off": False}[cfg.deterministic],
-    }
+def resolve_flags(rt: Runtime) -> dict[str, Any]:
+    return {"amp_dtype": rt.amp_dtype, "compile": rt.compile, "channels_last": rt.channels_last,
+            "deterministic": rt.deterministic, "threads": rt.threads}
 
 
 def lr_factor(cfg: Config, step: int, total_steps: int, warmup_steps: int) -> float:
@@ -120,10 +108,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             (decay if p.ndim >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
-
-
-def save_checkpoint(path: Path, obj: dict) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def write_metrics(out: Path, history: list[dict], summary: dict) -> None:
@@ -176,8 +160,11 @@ def _broadcast_module(mod: nn.Module) -> None:
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
-def train(cfg: Config, resume: bool = False, hooks: dict[str, Callable] | None = None) -> dict:
+def train(cfg: Config, resume: bool = False, hooks: dict[str, Callable] | None = None,
+          refresh: bool = False) -> dict:
     """Train according to ``cfg`` (``resume``: continue ``cfg.out/last.pt``). Returns the summary.
+    ``refresh``: decode the FER-2013 source again and rewrite its cache. Rank 0 holds the run
+    folder's lock (:meth:`pipelines.run_dir.RunDir.lock`) for the whole run.
 
     ``hooks`` (tests, tools): ``before_step(step, model)`` and ``after_step(step, model)`` are
     called around every optimiser step (``step`` counts from 0 over the whole run; ``model`` is
@@ -188,7 +175,9 @@ def train(cfg: Config, resume: bool = False, hooks: dict[str, Callable] | None =
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(cfg, local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    rt = runtime_of(cfg, local_rank=local_rank, local_processes=local_world)
+    dev = rt.device
     own_pg = False
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
@@ -200,7 +189,9 @@ def train(cfg: Config, resume: bool = False, hooks: dict[str, Callable] | None =
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _train(cfg, resume, hooks, world, rank, dev, main_rank)
+        with RunDir(cfg.out).lock() if main_rank else contextlib.nullcontext():
+            with dynamo_fallback():   # a compiler error falls back to eager (scoped to the run)
+                return _train(cfg, resume, hooks, world, rank, rt, main_rank, refresh)
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
@@ -208,8 +199,9 @@ def train(cfg: Config, resume: bool = False, hooks: dict[str, Callable] | None =
             dist.destroy_process_group()
 
 
-def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: torch.device,
-           main_rank: bool) -> dict:
+def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, rt: Runtime,
+           main_rank: bool, refresh: bool = False) -> dict:
+    dev = rt.device
     def log(msg: str) -> None:
         if main_rank:
             print(msg, flush=True)
@@ -218,9 +210,8 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
         if world > 1:
             dist.barrier()
 
-    flags = resolve_flags(cfg, dev)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    flags = resolve_flags(rt)
+    torch.set_num_threads(rt.threads)
     if flags["deterministic"]:
         if dev.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -245,7 +236,7 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
     t0 = time.perf_counter()
     if not main_rank:
         barrier()
-    ds = load_fer2013(cfg.data, cfg.cache_root)
+    ds = load_fer2013(cfg.data, cfg.cache_root, refresh=refresh and main_rank)
     if main_rank:
         barrier()
     log(f"data: {len(ds)} images from {cfg.data} ({'cache' if ds.meta.get('from_cache') else 'decoded'}, "
@@ -304,7 +295,9 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
                           "bad_epochs": 0, "plateau_best": None, "plateau_bad": 0,
                           "lr_scale": 1.0, "history": [], "finished": False}
     if resume:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ck = load_checkpoint(ckpt_path)
+        if cfg.threads == 0 and ck.get("threads"):   # same thread count: same floating-point sums
+            torch.set_num_threads(int(ck["threads"]))
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         for k in st:
@@ -342,9 +335,6 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
             broadcast_buffers=has_bn)
     eval_net: nn.Module = raw
     if flags["compile"]:
-        import torch._dynamo as dynamo
-
-        dynamo.config.suppress_errors = True   # fall back to eager rather than fail
         net = torch.compile(net)
         eval_net = torch.compile(raw)
     plastic = _is_plastic(cfg)
@@ -366,10 +356,10 @@ def _train(cfg: Config, resume: bool, hooks: dict, world: int, rank: int, dev: t
             "model": raw.state_dict(), "optimizer": opt.state_dict(), "state": dict(st),
             "rng": {"shuffle": g_shuffle.get_state(), "augment": g_aug.get_state(),
                     "torch_per_rank": cpu_all, "cuda_per_rank": cuda_all if dev.type == "cuda" else []},
-            "config": cfg.to_dict(), "world_size": world,
+            "config": cfg.to_dict(), "world_size": world, "threads": torch.get_num_threads(),
         }
 
-    log(f"device {dev}{f' x{world} ranks' if world > 1 else ''}; amp {amp}; compile {flags['compile']}; "
+    log(f"device {dev}{f' x{world} ranks' if world > 1 else ''}; amp {'bf16' if amp else 'off'}; compile {flags['compile']}; "
         f"channels_last {flags['channels_last']}; deterministic {flags['deterministic']}; "
         f"{n_train} train / {len(yva)} {cfg.val_usage} images; {spe} steps/epoch of {cfg.batch_size}")
 
@@ -535,7 +525,7 @@ def _summary(cfg: Config, st: dict, model: nn.Module, world: int, dev: torch.dev
         "best_epoch": st["best_epoch"], "select_metric": cfg.select_metric,
         "best_val_acc": best["val_acc"] if best else None,
         "best_val_f1": best["val_f1"] if best else None,
-        "device": str(dev), "world_size": world, "amp": str(flags["amp_dtype"]),
+        "device": str(dev), "world_size": world, "amp": "bf16" if flags["amp_dtype"] else "off",
         "compile": flags["compile"], "torch": torch.__version__,
     }
 
@@ -548,7 +538,7 @@ def _finish_reports(cfg: Config, out: Path, ds, raw: nn.Module, dev: torch.devic
         plot_curves(history, out / "curves.png",
                     title=f"{cfg.preset} seed {cfg.seed}: best {cfg.val_usage} "
                           f"{100 * (summary['best_val_acc'] or 0):.2f}% (epoch {summary['best_epoch']})")
-    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    best = load_checkpoint(out / "best.pt")
     final_state = {k: v.clone() for k, v in raw.state_dict().items()}
     raw.load_state_dict(best["model"])
     try:
@@ -556,6 +546,8 @@ def _finish_reports(cfg: Config, out: Path, ds, raw: nn.Module, dev: torch.devic
             if usage not in ds.usages:
                 continue
             xi, yi = ds.split(usage)
+            if cfg.limit_val:   # the same subset the epochs were selected on
+                xi, yi = xi[:cfg.limit_val], yi[:cfg.limit_val]
             cm, loss = evaluate_arrays(raw, torch.as_tensor(xi).to(dev),
                                        torch.as_tensor(yi.astype(np.int64)).to(dev),
                                        cfg.eval_batch_size, amp, flags["channels_last"],
@@ -581,10 +573,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", metavar="RUN_DIR", default=None,
                     help="continue the run in RUN_DIR from its last.pt (its config.json; options "
                          "given here override it)")
+    ap.add_argument("--refresh", action="store_true",
+                    help="decode the FER-2013 source again and rewrite its cache")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     add_config_arguments(ap)
     ns = ap.parse_args(argv)
+    return run_cli("train", lambda: _main(ns), debug=ns.debug)
+
+
+def _main(ns: argparse.Namespace) -> int:
     if ns.resume:
-        base = Config.load(Path(ns.resume) / "config.json")
+        run = RunDir(ns.resume)
+        if not run.config.is_file():
+            raise FileNotFoundError(f"--resume {ns.resume}: no run there ({run.config} is missing)")
+        base = Config.load(run.config)
         base = replace(base, stop_after_epoch=0, max_steps=0, out=str(ns.resume))
         cfg, explicit = config_from_args(ns, base=base)
         changed = {k: v for k, v in explicit.items() if k != "out"}
@@ -592,11 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"resume: overriding {changed} (the result will differ from an uninterrupted run)")
     else:
         cfg, _ = config_from_args(ns)
-    try:
-        summary = train(cfg, resume=bool(ns.resume))
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = train(cfg, resume=bool(ns.resume), refresh=ns.refresh)
     if summary.get("finished") and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: v for k, v in summary.items() if k != "parameters"}, indent=1))
     return 0
