@@ -36,7 +36,10 @@ def env(tmp_path_factory):
 
 
 def cli_args(cfg) -> list[str]:
-    return sum(([f"--{k}", str(v)] for k, v in cfg.to_dict().items()), [])
+    """The command line of a config (every option, flat names for the nested fields)."""
+    from pipelines.config import cli_fields
+
+    return sum(([f"--{k}", str(getattr(cfg, k))] for k in cli_fields()), [])
 
 
 def one_error_line(capsys, *names: str) -> str:
