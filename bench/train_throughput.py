@@ -19,7 +19,8 @@ AdamW step, Hebbian/homeostatic ``plasticity_step``) at the same batch size:
   of CBAM on the channels_last path and pool by two small matmuls.)
 
 Prints one row per variant: images/s, ms per step split into data and model time, and the ratio
-to the plain pipeline. On CUDA the toolkit variants also run bf16 autocast.
+to the plain pipeline. The toolkit variants run in the precision `pipelines.train` would choose
+(`pipelines.runtime.resolve_runtime`: bf16 autocast on CUDA, float32 on the CPU unless `--amp bf16`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from pipelines.augment import AugmentConfig, BatchAugment, normalize, to_float  # noqa: E402
 from pipelines.config import PRESETS, Config  # noqa: E402
 from pipelines.models import build_model, count_parameters  # noqa: E402
+from pipelines.runtime import resolve_runtime  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "fer2013"
 
@@ -145,7 +147,7 @@ def run_plain(model, images, labels, batch, steps, warmup, aug_cfg, threads) -> 
 
 
 def run_toolkit(model, images, labels, batch, steps, warmup, aug_cfg, threads, channels_last,
-                compile_, dev) -> dict:
+                compile_, dev, amp_dtype=None) -> dict:
     torch.set_num_threads(threads)
     model.train()
     if channels_last:
@@ -157,7 +159,6 @@ def run_toolkit(model, images, labels, batch, steps, warmup, aug_cfg, threads, c
     g_shuffle = torch.Generator().manual_seed(0)
     g_aug = torch.Generator(device=dev).manual_seed(1)
     aug = BatchAugment(aug_cfg)
-    amp = dev.type == "cuda"
     perm, pos = torch.randperm(len(Y), generator=g_shuffle).to(dev), 0
     t_data = t_model = 0.0
     t_compile = 0.0
@@ -174,7 +175,7 @@ def run_toolkit(model, images, labels, batch, steps, warmup, aug_cfg, threads, c
         y = Y[idx]
         sync(dev)
         t1 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             logits = net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
@@ -225,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graph", default="", help="graph folder (default: the embedded surrogate column)")
     ap.add_argument("--cache_root", default="data_cache")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"),
+                    help="as pipelines.train's --amp (auto: bf16 on CUDA only)")
     a = ap.parse_args(argv)
-    dev = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) else
-                       ("cpu" if a.device == "auto" else a.device))
+    rt = resolve_runtime(a.device, amp=a.amp, threads=1)   # the trainer's device/precision rule
+    dev = rt.device
     default_threads = torch.get_num_threads()
     threads = [int(t) for t in a.threads.split(",")]
 
@@ -264,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     for th, cl, comp in variants:
         t = time.perf_counter()
         m = copy.deepcopy(base).to(dev)
-        r = run_toolkit(m, images, labels, a.batch, a.steps, a.warmup, aug_cfg, th, cl, comp, dev)
+        r = run_toolkit(m, images, labels, a.batch, a.steps, a.warmup, aug_cfg, th, cl, comp, dev,
+                        rt.amp_dtype)
         name = ("toolkit: device data + batched aug" + (", channels_last" if cl else ", NCHW")
-                + (", torch.compile" if comp else "") + (", bf16" if dev.type == "cuda" else ""))
+                + (", torch.compile" if comp else "") + (", bf16" if rt.amp_dtype else ""))
         rows.append((name, th, r))
         print(f"  {name} ({th} thr) done in {time.perf_counter() - t:.0f} s"
               + (f" (first step {r['first_step_s']:.0f} s)" if comp else ""), flush=True)

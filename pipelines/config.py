@@ -1,24 +1,72 @@
-"""The run configuration: one flat dataclass, presets, and a CLI generated from its fields.
+"""The run configuration: a dataclass holding the column's :class:`graphnet.ColumnSpec` and the
+:class:`pipelines.augment.AugmentConfig` (nested: one source of truth, validated once, by the
+class that owns the field), presets, and a CLI generated from the fields.
 
-Every field is a command-line option ``--<field> VALUE`` (booleans accept true/false/1/0/yes/no/
-on/off); ``--preset NAME`` applies a preset first, explicit options override it. The resolved
-config is saved as ``config.json`` in the run directory and restored by ``--resume``.
+Every plain field is a command-line option ``--<field> VALUE`` (booleans accept true/false/1/0/
+yes/no/on/off); so is every nested field the pipeline exposes, under its flat name (:data:`FLAT`:
+``--hebbian_rate`` is ``column.hebbian_rate``, ``--column_backend`` is ``column.backend``,
+``--aug_rotate`` is ``aug.rotate_deg``...). ``Config(hebbian_rate=0)``, ``dataclasses.replace(cfg,
+aug_flip=0)``, presets and experiment plans take the flat names too, and ``cfg.hebbian_rate`` reads
+``cfg.column.hebbian_rate``. ``--preset NAME`` applies a preset first, explicit options override
+it. The resolved config is saved as ``config.json`` in the run directory (nested) and restored by
+``--resume``; a ``config.json`` of the earlier flat layout loads too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
+
+from graphnet import ColumnSpec
 
 from .augment import AugmentConfig
 
+#: Flat option name -> (nested field of Config, attribute of that object, help).
+FLAT: dict[str, tuple[str, str, str]] = {
+    "intra_layer": ("column", "intra_layer", "within-layer connections (masked)"),
+    "dale": ("column", "dale", "Dale's law (sign of the presynaptic class)"),
+    "graded_inhibition": ("column", "graded_inhibition", "inhibitory input scales activity down"),
+    "inhibition_strength": ("column", "inhibition_strength", "alpha of the graded inhibition"),
+    "layer_norm": ("column", "layer_norm", "LayerNorm in every column layer"),
+    "noise_std": ("column", "noise_std", "Gaussian synaptic noise (training only)"),
+    "hebbian_rate": ("column", "hebbian_rate", "Oja Hebbian rate (0 = off), applied by plasticity_step()"),
+    "homeostasis": ("column", "homeostasis", "homeostatic thresholds"),
+    "homeostatic_target": ("column", "homeostatic_target", "mean activity each unit is pulled to"),
+    "homeostatic_rate": ("column", "homeostatic_rate", "step of the threshold update"),
+    "mask": ("column", "mask", "connectome | random | degree_shuffle | label_shuffle | dense"),
+    "column_backend": ("column", "backend", "dense | sparse | auto (dense: portable checkpoints)"),
+    "column_seed": ("column", "seed", "seeds masks, null models and the column's initialisation"),
+    "aug_flip": ("aug", "flip", "probability of a horizontal flip"),
+    "aug_rotate": ("aug", "rotate_deg", "rotation uniform in [-r, r] degrees"),
+    "aug_scale": ("aug", "scale", "scale uniform in [1 - s, 1 + s]"),
+    "aug_translate": ("aug", "translate", "shift uniform in [-t, t] of the image size"),
+    "aug_brightness": ("aug", "brightness", "additive brightness uniform in [-b, b]"),
+    "aug_contrast": ("aug", "contrast", "contrast factor uniform in [1 - c, 1 + c]"),
+    "aug_erase": ("aug", "erase_p", "probability of random erasing"),
+}
 
-@dataclass
+
+def default_column() -> ColumnSpec:
+    """The column of a default run: the paper's, dense storage (portable checkpoints)."""
+    return ColumnSpec.bionic(backend="dense")
+
+
+def _aug_from(d: AugmentConfig | dict) -> AugmentConfig:
+    if isinstance(d, AugmentConfig):
+        return d
+    d = dict(d)
+    for k in ("erase_area", "erase_ratio"):
+        if k in d:
+            d[k] = tuple(d[k])
+    return AugmentConfig(**d)
+
+
+@dataclass(init=False)
 class Config:
     # -- data -------------------------------------------------------------------------------
-    data: str = "../shared/data/fer2013/fer2013.csv.gz"   # Kaggle CSV (.csv/.csv.gz) or image-folder root
+    data: str = "data_cache/fer2013/fer2013.csv"   # Kaggle CSV (.csv/.csv.gz) or image-folder root
     cache_root: str = "data_cache"
     train_usage: str = "Training"
     val_usage: str = "PublicTest"        # early stopping / best checkpoint (never PrivateTest)
@@ -28,19 +76,6 @@ class Config:
     graph: str = ""                      # graph folder (pipelines.build_graph); "" = default_graph()
     graph_source: str = "column"         # default graph: column (real MICrONS V1 column) | surrogate
     graph_seed: int = 0                  # seed of the surrogate default graph
-    intra_layer: bool = True             # within-layer connections (masked)
-    dale: bool = True                    # Dale's law (sign of the presynaptic class)
-    graded_inhibition: bool = True
-    inhibition_strength: float = 0.5
-    layer_norm: bool = True
-    noise_std: float = 0.1               # Gaussian synaptic noise (training only)
-    hebbian_rate: float = 1e-4           # Oja Hebbian rate (0 = off), applied by plasticity_step()
-    homeostasis: bool = True
-    homeostatic_target: float = 0.1
-    homeostatic_rate: float = 0.01
-    mask: str = "connectome"             # connectome | random | degree_shuffle | label_shuffle | dense
-    column_backend: str = "dense"        # dense | sparse | auto (dense: portable checkpoints)
-    column_seed: int = 0
     # -- model ------------------------------------------------------------------------------
     model: str = "bionic"                # bionic (conv front end -> column -> linear) | cnn (plain)
     front: str = "paper"                 # paper (8 -> 16 filters) | wide (VGG-style blocks)
@@ -74,14 +109,7 @@ class Config:
     select_metric: str = "val_acc"       # val_acc | val_f1 | val_loss
     tta_flip: bool = False               # predict with the mean of each image's and its mirror's probabilities
     # -- augmentation -----------------------------------------------------------------------
-    augment: bool = True
-    aug_flip: float = 0.5
-    aug_rotate: float = 10.0
-    aug_scale: float = 0.1
-    aug_translate: float = 0.1
-    aug_brightness: float = 0.2
-    aug_contrast: float = 0.2
-    aug_erase: float = 0.25
+    augment: bool = True                 # on-device batch augmentation (its parameters: aug)
     # -- system -----------------------------------------------------------------------------
     seed: int = 1
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
@@ -89,7 +117,7 @@ class Config:
     compile: str = "auto"                # auto (on for CUDA) | on | off
     channels_last: str = "auto"          # auto (on for CPU and CUDA convs) | on | off
     deterministic: str = "auto"          # auto (on for CPU) | on | off
-    threads: int = 0                     # torch CPU threads (0 = leave)
+    threads: int = 0                     # torch CPU threads (0 = auto: the free cores, see pipelines.runtime)
     eval_batch_size: int = 1024
     out: str = ""                        # run directory ("" = runs/<preset>-s<seed>)
     preset: str = "default"
@@ -98,31 +126,60 @@ class Config:
     plots: bool = True                   # curves.png / confusion_*.png at the end (JSON always)
     stop_after_epoch: int = 0            # test hook: stop (as if killed) after this epoch
     max_steps: int = 0                   # test hook: stop after this many optimizer steps in total
+    # -- nested ---------------------------------------------------------------------------------
+    column: ColumnSpec = field(default_factory=default_column)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __init__(self, **kw: Any) -> None:
+        """Fields by name (``column`` / ``aug`` as objects or dicts), then the flat names of
+        :data:`FLAT`, applied to the nested objects (which validate them)."""
+        names = {f.name for f in fields(Config)}
+        unknown = sorted(set(kw) - names - set(FLAT))
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}")
+        for f in fields(Config):
+            if f.name in kw:
+                value = kw[f.name]
+            else:
+                value = f.default_factory() if f.default is MISSING else f.default
+            object.__setattr__(self, f.name, value)
+        if isinstance(self.column, dict):
+            self.column = ColumnSpec.from_dict(self.column)
+        self.aug = _aug_from(self.aug)
+        flat = {k: v for k, v in kw.items() if k in FLAT}
+        for nested in ("column", "aug"):
+            changes = {FLAT[k][1]: v for k, v in flat.items() if FLAT[k][0] == nested}
+            if changes:
+                try:
+                    setattr(self, nested, replace(getattr(self, nested), **changes))
+                except (TypeError, ValueError) as exc:
+                    opts = ", ".join(f"--{k} {flat[k]!r}" for k in flat if FLAT[k][0] == nested)
+                    raise ValueError(f"{opts}: {exc}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        """The flat names read the nested fields (``cfg.mask`` is ``cfg.column.mask``)."""
+        if name in FLAT:
+            nested, attr, _ = FLAT[name]
+            return getattr(self.__dict__[nested], attr)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def augment_config(self) -> AugmentConfig:
-        return AugmentConfig(flip=self.aug_flip, rotate_deg=self.aug_rotate, scale=self.aug_scale,
-                             translate=self.aug_translate, brightness=self.aug_brightness,
-                             contrast=self.aug_contrast, erase_p=self.aug_erase)
+        return self.aug
 
-    def column_overrides(self) -> dict[str, Any]:
-        """The :class:`graphnet.ColumnSpec` fields this config sets."""
-        return dict(intra_layer=self.intra_layer, dale=self.dale,
-                    graded_inhibition=self.graded_inhibition,
-                    inhibition_strength=self.inhibition_strength, layer_norm=self.layer_norm,
-                    noise_std=self.noise_std, hebbian_rate=self.hebbian_rate,
-                    homeostasis=self.homeostasis, homeostatic_target=self.homeostatic_target,
-                    homeostatic_rate=self.homeostatic_rate, mask=self.mask,
-                    backend=self.column_backend, seed=self.column_seed)
+    def column_spec(self) -> ColumnSpec:
+        """The :class:`graphnet.ColumnSpec` of this run's column."""
+        return self.column
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON types only; ``column`` and ``aug`` nested."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("column", "aug")}
+        d["column"] = self.column.to_dict()
+        d["aug"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.aug).items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}")
+        """From :meth:`to_dict`'s layout or the earlier flat one."""
         return cls(**d)
 
     def save(self, path) -> None:
@@ -132,8 +189,18 @@ class Config:
 
     @classmethod
     def load(cls, path) -> "Config":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """The config saved at ``path``; errors name the file."""
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a valid config.json ({exc})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a valid config.json (not a JSON object)")
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 #: The training recipe that fits the issue's budget, 60 minutes per seed on 2 CPU cores (measured:
@@ -208,44 +275,62 @@ def _field_comments() -> dict[str, str]:
             for m in re.finditer(r"^\s+(\w+): \w+ = [^#\n]*#(.*)$", src, flags=re.M)}
 
 
+def cli_fields() -> dict[str, str]:
+    """Every option of :func:`add_config_arguments`: name -> type name (``bool``/``int``/...)."""
+    out = {f.name: (f.type if isinstance(f.type, str) else f.type.__name__)
+           for f in fields(Config) if f.name not in ("column", "aug")}
+    nested = {"column": {f.name: f.type for f in fields(ColumnSpec)},
+              "aug": {f.name: f.type for f in fields(AugmentConfig)}}
+    for name, (where, attr, _) in FLAT.items():
+        t = nested[where][attr]
+        out[name] = t if isinstance(t, str) else t.__name__
+    return out
+
+
 def add_config_arguments(ap: argparse.ArgumentParser) -> None:
-    """One ``--<field>`` option per :class:`Config` field (default: unset)."""
-    notes = _field_comments()
+    """One ``--<name>`` option per plain :class:`Config` field and per flat nested name
+    (default: unset)."""
+    notes = {**_field_comments(), **{k: v[2] for k, v in FLAT.items()}}
     defaults = Config()
-    for f in fields(Config):
-        tname = f.type if isinstance(f.type, str) else f.type.__name__
+    for name, tname in cli_fields().items():
         typ = {"bool": parse_bool, "int": int, "float": float, "str": str}[tname]
-        note = notes.get(f.name, "")
-        ap.add_argument(f"--{f.name}", type=typ, default=None, metavar=tname.upper(),
-                        help=f"{note + ' ' if note else ''}(default {getattr(defaults, f.name)!r})")
+        note = notes.get(name, "")
+        ap.add_argument(f"--{name}", type=typ, default=None, metavar=tname.upper(),
+                        help=f"{note + ' ' if note else ''}(default {getattr(defaults, name)!r})")
+
+
+def make_config(overrides: dict[str, Any], base: Config | None = None) -> Config:
+    """``base`` (or the defaults with ``overrides["preset"]`` applied first), then ``overrides``
+    (flat or nested names), validated. The one path from options, plans and presets to a Config."""
+    over = dict(overrides)
+    cfg = base or Config()
+    if base is None:
+        preset = over.get("preset", "default")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        cfg = replace(cfg, **PRESETS[preset], preset=preset)
+    cfg = replace(cfg, **over)
+    if not cfg.out:
+        cfg = replace(cfg, out=f"runs/{cfg.preset}-s{cfg.seed}")
+    validate(cfg)
+    return cfg
 
 
 def config_from_args(ns: argparse.Namespace, base: Config | None = None) -> tuple[Config, dict]:
     """Build a Config: ``base`` (or defaults), then the preset, then explicit options.
     Returns the config and the explicitly given options."""
-    explicit = {f.name: getattr(ns, f.name) for f in fields(Config) if getattr(ns, f.name, None) is not None}
-    cfg = base or Config()
-    if base is None:
-        preset = explicit.get("preset", "default")
-        if preset not in PRESETS:
-            raise SystemExit(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        cfg = replace(cfg, **PRESETS[preset], preset=preset)
-    cfg = replace(cfg, **explicit)
-    if not cfg.out:
-        cfg = replace(cfg, out=f"runs/{cfg.preset}-s{cfg.seed}")
-    validate(cfg)
-    return cfg, explicit
+    explicit = {k: getattr(ns, k) for k in cli_fields() if getattr(ns, k, None) is not None}
+    return make_config(explicit, base), explicit
 
 
 def validate(cfg: Config) -> None:
+    """The run-level checks (the column spec and augmentation validate themselves)."""
     choices = {
         "model": ("bionic", "cnn"), "front": ("paper", "wide"),
         "lr_schedule": ("cosine", "onecycle", "plateau", "constant"),
         "select_metric": ("val_acc", "val_f1", "val_loss"),
         "amp": ("auto", "bf16", "off"), "compile": ("auto", "on", "off"),
         "channels_last": ("auto", "on", "off"), "deterministic": ("auto", "on", "off"),
-        "mask": ("connectome", "random", "degree_shuffle", "label_shuffle", "dense"),
-        "column_backend": ("auto", "dense", "sparse"),
     }
     for k, allowed in choices.items():
         if getattr(cfg, k) not in allowed:

@@ -23,9 +23,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .augment import normalize, to_float
+from .checkpoint import load_checkpoint
 from .config import parse_bool
+from .errors import run_cli
 from connectomics.atomic_io import atomic_write as _atomic_write
+
 from .fer2013 import CLASSES, USAGES, load_fer2013
+from .run_dir import RunDir
+from .runtime import runtime_of
 
 NUM_CLASSES = len(CLASSES)
 
@@ -105,12 +110,12 @@ def write_report(rep: dict, out_dir: str | Path, usage: str, title: str = "",
                  plot: bool = True) -> tuple[Path, Path | None]:
     from .plots import plot_confusion
 
-    out_dir = Path(out_dir)
-    js = out_dir / f"eval_{usage}.json"
+    run = RunDir(out_dir)
+    js = run.eval_json(usage)
     _atomic_write(js, lambda f: f.write(json.dumps(rep, indent=2).encode()))
     if not plot:
         return js, None
-    png = plot_confusion(rep["confusion_matrix"], CLASSES, out_dir / f"confusion_{usage}.png",
+    png = plot_confusion(rep["confusion_matrix"], CLASSES, run.confusion_png(usage),
                          title=title or f"{usage}: accuracy {100 * rep['accuracy']:.2f}%, "
                                         f"macro F1 {rep['macro_f1']:.4f}")
     return js, png
@@ -125,20 +130,21 @@ def format_report(rep: dict) -> str:
 
 
 def load_run_model(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"):
-    """(model, config, checkpoint dict) of a run directory written by ``pipelines.train``."""
-    from connectomics import load_graph
-
+    """(model, config, checkpoint dict) of a run directory written by ``pipelines.train``; the
+    column is built from the checkpoint's saved spec when it has one (older runs: the config)."""
     from .config import Config
-    from .models import build_model
+    from .models import build_model, load_run_graph
 
-    run = Path(run)
-    cfg = Config.load(run / "config.json")
-    ck = Path(checkpoint) if checkpoint not in ("best", "final", "last") else run / f"{checkpoint}.pt"
+    rd = RunDir(run)
+    if not rd.config.is_file():
+        raise FileNotFoundError(f"--run {run}: not a training run ({rd.config} is missing)")
+    cfg = Config.load(rd.config)
+    ck = rd.checkpoint(checkpoint)
     if not ck.exists():
         raise FileNotFoundError(f"{ck}: no such checkpoint (run finished? try --checkpoint last)")
-    state = torch.load(ck, map_location="cpu", weights_only=True)
-    graph = load_graph(run / "graph") if cfg.model == "bionic" else None
-    model = build_model(cfg, graph, device=device)
+    state = load_checkpoint(ck)
+    graph = load_run_graph(rd, cfg) if cfg.model == "bionic" else None
+    model = build_model(cfg, graph, device=device, spec=state.get("column_spec"))
     model.load_state_dict(state["model"])
     return model, cfg, state
 
@@ -157,27 +163,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tta_flip", default=None, type=parse_bool, metavar="BOOL",
                     help="average the predictions of each image and its mirror (default: the run's "
                          "config.tta_flip)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = ap.parse_args(argv)
-    dev = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) else
-                       ("cpu" if a.device == "auto" else a.device))
+    return run_cli("evaluate", lambda: _main(a), debug=a.debug)
+
+
+def _main(a: argparse.Namespace) -> int:
+    from .config import Config
+
+    rd = RunDir(a.run)
+    if not rd.config.is_file():
+        raise FileNotFoundError(f"--run {a.run}: not a training run ({rd.config} is missing)")
+    # the run's own precision / layout rule on the chosen device (pipelines.runtime)
+    rt = runtime_of(Config.load(rd.config), device=a.device, threads=torch.get_num_threads())
+    dev = rt.device
     model, cfg, state = load_run_model(a.run, a.checkpoint, device=dev)
     ds = load_fer2013(a.data or cfg.data, a.cache_root or cfg.cache_root)
-    try:
-        images, labels = ds.split(a.usage)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    images, labels = ds.split(a.usage)
     x = torch.as_tensor(images).to(dev)
     y = torch.as_tensor(labels).to(dev)
-    cl = dev.type in ("cuda", "cpu") and cfg.channels_last != "off"
-    if cl:
+    if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp = torch.bfloat16 if (dev.type == "cuda" and cfg.amp in ("auto", "bf16")) else None
     tta = cfg.tta_flip if a.tta_flip is None else a.tta_flip
-    cm, loss = evaluate_arrays(model, x, y, a.batch_size, amp_dtype=amp, channels_last=cl, tta_flip=tta)
+    cm, loss = evaluate_arrays(model, x, y, a.batch_size, amp_dtype=rt.amp_dtype,
+                               channels_last=rt.channels_last, tta_flip=tta)
     rep = report(cm)
     rep.update(loss=loss / max(1, rep["n"]), usage=a.usage, data=str(a.data or cfg.data), tta_flip=tta,
-               checkpoint=str(a.checkpoint), epoch=state.get("epoch"), run=str(a.run))
+               checkpoint=str(a.checkpoint), epoch=state.get("epoch"), run=str(a.run), amp=rt.amp)
     js, png = write_report(rep, a.out or a.run, a.usage)
     print(f"{a.run} [{a.checkpoint}, epoch {state.get('epoch')}] on {a.usage} of {rep['data']}:")
     print(format_report(rep))

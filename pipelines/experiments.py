@@ -13,7 +13,7 @@ adds overrides to every row (e.g. a shorter ``epochs`` for a quick pass).
 Each (row, seed) is one ``python -m pipelines.train`` run in ``OUT/<row>/s<seed>``: a finished run
 (``final.pt`` and a finished ``metrics.json``) is skipped, a half-finished one (``last.pt``)
 resumes from its checkpoint, the rest start. ``--jobs N`` runs N at a time as processes on the
-CPU, each with ``cores // N`` threads; on a GPU they run one after another. ``--scheduler ADDRESS``
+CPU, each with ``free cores // N`` threads (:func:`pipelines.runtime.default_threads`); on a GPU they run one after another. ``--scheduler ADDRESS``
 sends the runs to the workers of a Dask cluster instead (one run per worker).
 
 ``--report DIR...`` reads every plan folder and writes ``report.md``, ``report.csv`` and
@@ -31,9 +31,13 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import run_cli
+from .run_dir import RunDir
+from .runtime import default_threads
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +47,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # plans
 # ------------------------------------------------------------------------------------------------
 def load_plan(name_or_path: str) -> dict:
-    """A plan by name (``ablations``, ``controls``) or JSON path; its overrides are checked."""
-    from .config import PRESETS, Config
+    """A plan by name (``ablations``, ``controls``) or JSON path; each row's overrides are turned
+    into a :class:`pipelines.config.Config` (:func:`pipelines.config.make_config`, the same path
+    as the command line), so a bad field or value fails here, naming the row."""
+    from .config import make_config
 
     path = Path(name_or_path)
     if not path.exists():
@@ -52,17 +58,19 @@ def load_plan(name_or_path: str) -> dict:
     if not path.exists():
         known = ", ".join(p.stem for p in PLANS_DIR.glob("*.json"))
         raise FileNotFoundError(f"no plan {name_or_path!r} (a JSON file, or one of: {known})")
-    plan = json.loads(path.read_text())
-    known_fields = {f.name for f in fields(Config)}
+    try:
+        plan = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
     names = [r["name"] for r in plan.get("rows", [])]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"{path}: a plan needs rows with unique names")
-    for where, over in [("base", plan.get("base", {}))] + [(r["name"], r.get("overrides", {})) for r in plan["rows"]]:
-        bad = sorted(set(over) - known_fields)
-        if bad:
-            raise ValueError(f"{path}: row {where!r}: unknown config field(s) {bad}")
-        if "preset" in over and over["preset"] not in PRESETS:
-            raise ValueError(f"{path}: row {where!r}: unknown preset {over['preset']!r}")
+    base = plan.get("base", {})
+    for where, over in [("base", base)] + [(r["name"], {**base, **r.get("overrides", {})}) for r in plan["rows"]]:
+        try:
+            make_config(over)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: row {where!r}: {exc}") from None
     if plan.get("reference", names[0]) not in names:
         raise ValueError(f"{path}: reference {plan['reference']!r} is not a row")
     plan.setdefault("reference", names[0])
@@ -96,14 +104,15 @@ class Run:
 
     def status(self) -> str:
         """``done`` | ``partial`` | ``new``."""
-        m = self.out / "metrics.json"
-        if (self.out / "final.pt").exists() and m.exists():
+        run = RunDir(self.out)
+        m = run.metrics_json
+        if run.final.exists() and m.exists():
             try:
                 if json.loads(m.read_text())["summary"].get("finished"):
                     return "done"
             except (json.JSONDecodeError, KeyError):
                 pass
-        return "partial" if (self.out / "last.pt").exists() else "new"
+        return "partial" if run.last.exists() else "new"
 
     def command(self, threads: int = 0) -> list[str]:
         cmd = [sys.executable, "-m", "pipelines.train"]
@@ -156,8 +165,8 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
     if on_gpu and jobs > 1 and not scheduler:
         print("one GPU: running one after another (--jobs ignored)")
         jobs = 1
-    threads = 0 if on_gpu else max(1, (os.cpu_count() or 1) // max(1, jobs))
-    cmds = [(r, r.command(threads), str(r.out / "train.log")) for r in todo]
+    threads = 0 if on_gpu else default_threads(local_processes=max(1, jobs))
+    cmds = [(r, r.command(threads), str(RunDir(r.out).log)) for r in todo]
     bar = tqdm(total=len(cmds), desc="runs", unit="run", disable=not progress)
     codes: dict[str, int] = {}
     if scheduler:
@@ -303,26 +312,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scheduler", default=None, help="Dask scheduler address: send runs to its workers")
     ap.add_argument("--report", nargs="+", metavar="DIR", help="write the report of these plan folders")
     ap.add_argument("--report-out", default=None, help="report folder (default: the first DIR)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     ns = ap.parse_args(argv)
-    try:
-        if ns.report:
-            folders = [Path(d) for d in ns.report]
-            path = write_report(folders, Path(ns.report_out) if ns.report_out else folders[0])
-            print(path.read_text())
-            print(f"report: {path}")
-            return 0
-        if not ns.plan:
-            ap.error("give --plan or --report")
-        plan = load_plan(ns.plan)
-        out = Path(ns.out or f"runs/{Path(ns.plan).stem}")
-        status = run_plan(plan, list(range(1, ns.seeds + 1)), out, jobs=ns.jobs, extra=_parse_set(ns.set),
-                          scheduler=ns.scheduler)
-        left = [k for k, v in status.items() if v != "done"]
-        print(f"{len(status) - len(left)}/{len(status)} runs finished" + (f"; unfinished: {left}" if left else ""))
-        return 0 if not left else 1
-    except (FileNotFoundError, ValueError) as e:
-        print(f"experiments: error: {e}", file=sys.stderr)
-        return 1
+    if not (ns.plan or ns.report):
+        ap.error("give --plan or --report")
+    return run_cli("experiments", lambda: _main(ns), debug=ns.debug)
+
+
+def _main(ns: argparse.Namespace) -> int:
+    if ns.report:
+        folders = [Path(d) for d in ns.report]
+        path = write_report(folders, Path(ns.report_out) if ns.report_out else folders[0])
+        print(path.read_text())
+        print(f"report: {path}")
+        return 0
+    plan = load_plan(ns.plan)
+    out = Path(ns.out or f"runs/{Path(ns.plan).stem}")
+    status = run_plan(plan, list(range(1, ns.seeds + 1)), out, jobs=ns.jobs, extra=_parse_set(ns.set),
+                      scheduler=ns.scheduler)
+    left = [k for k, v in status.items() if v != "done"]
+    print(f"{len(status) - len(left)}/{len(status)} runs finished" + (f"; unfinished: {left}" if left else ""))
+    return 0 if not left else 1
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ from typing import Iterable
 
 import numpy as np
 
-from connectomics.atomic_io import atomic_path, sha256_of
+from connectomics.atomic_io import atomic_write as _atomic_write
+from connectomics.atomic_io import sha256_of
 
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_NAMES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
@@ -209,15 +210,15 @@ def read_csv(path: str | Path, block_size: int = 1 << 22) -> tuple[np.ndarray, n
         raise FER2013FormatError(f"{path}: header {header} lacks column(s) {missing} "
                                  f"(expected emotion,pixels,Usage)")
     ecol, pcol, ucol = names["emotion"], names["pixels"], names["usage"]
-    reader = pcsv.open_csv(
-        pa.input_stream(str(path), compression=compression),
-        read_options=pcsv.ReadOptions(block_size=block_size),
-        convert_options=pcsv.ConvertOptions(column_types={h: pa.string() for h in header},
-                                            strings_can_be_null=False),
-    )
     images, labels, usage = [], [], []
     row0 = 0
-    try:
+    try:   # opening reads the first block: a truncated/corrupt file fails here or in the loop
+        reader = pcsv.open_csv(
+            pa.input_stream(str(path), compression=compression),
+            read_options=pcsv.ReadOptions(block_size=block_size),
+            convert_options=pcsv.ConvertOptions(column_types={h: pa.string() for h in header},
+                                                strings_can_be_null=False),
+        )
         for batch in reader:
             n = batch.num_rows
             # labels: exactly one of "0".."6" (surrounding spaces allowed)
@@ -357,12 +358,6 @@ def source_checksum(path: str | Path, index: dict | None = None) -> str:
     return digest
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``target``, fsync, rename."""
-    with atomic_path(Path(target)) as tmp, open(tmp, "wb") as f:
-        write(f)
-
-
 def _read_index(folder: Path) -> dict:
     try:
         return json.loads((folder / "index.json").read_text())
@@ -370,16 +365,39 @@ def _read_index(folder: Path) -> dict:
         return {}
 
 
+#: Where the README tells users to put FER-2013 (the training default).
+DEFAULT_SOURCE = "data_cache/fer2013/fer2013.csv"
+KAGGLE_URL = ("https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-"
+              "recognition-challenge/data")
+
+
+def resolve_source(path: str | Path) -> Path:
+    """The FER-2013 source at ``path``; for a ``fer2013.csv`` that is absent, also its ``.csv.gz``
+    and the image-folder release (``train/``, ``test/``) in the same folder. A missing source is a
+    :class:`FileNotFoundError` saying where to get FER-2013 and where to put it."""
+    path = Path(path)
+    if path.exists():
+        return path
+    if path.name == "fer2013.csv":
+        for alt in (path.with_name("fer2013.csv.gz"), path.parent):
+            if alt.is_file() or (alt.is_dir() and (alt / "train").is_dir()):
+                return alt
+    raise FileNotFoundError(
+        f"{path}: no FER-2013 CSV or image folder there. Get fer2013.csv from Kaggle (\"Challenges "
+        f"in Representation Learning: Facial Expression Recognition Challenge\", {KAGGLE_URL}) and "
+        f"put it at {DEFAULT_SOURCE} (plain or .gz, or the image-folder release's train/ and test/ "
+        f"in that folder), or pass --data PATH")
+
+
 def load_fer2013(path: str | Path, cache_root: str | Path | None = "data_cache", *,
                  refresh: bool = False, verbose: bool = False) -> FER2013:
     """FER-2013 from a CSV or an image-folder root, decoded once and cached (module doc).
 
     ``cache_root=None`` decodes without caching. ``refresh=True`` re-decodes and rewrites the
-    cache. The returned arrays are read-only views of the cache file's contents.
+    cache; an unreadable cache file is decoded again and replaced in any case. ``path`` is
+    resolved by :func:`resolve_source`. The returned arrays are read-only views of the cache file's contents.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no FER-2013 CSV or image folder there")
+    path = resolve_source(path)
     t0 = time.perf_counter()
     folder = Path(cache_root) / "fer2013" if cache_root is not None else None
     index = _read_index(folder) if folder is not None else None
@@ -394,8 +412,8 @@ def load_fer2013(path: str | Path, cache_root: str | Path | None = "data_cache",
                                  meta={"from_cache": True, "seconds": time.perf_counter() - t0})
                     _validate(ds)
                     return ds
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # corrupt or foreign cache file: decode again and replace it
+        except Exception:  # noqa: BLE001 -- any unreadable cache file (BadZipFile, a flipped
+            pass           # byte, truncation, a foreign file) is decoded again and replaced
     images, labels, usage = read_image_folder(path) if path.is_dir() else read_csv(path)
     ds = FER2013(images, labels, usage, source=str(path), sha256=digest,
                  meta={"from_cache": False, "decode_seconds": time.perf_counter() - t0})

@@ -145,11 +145,13 @@ class BioNIC(nn.Module):
     """Front end -> cortical column -> linear classifier. ``plasticity_step()`` after each
     optimiser step runs the column's Hebbian + homeostatic update."""
 
-    def __init__(self, cfg: Config, graph: Any, device: torch.device | str | None = None) -> None:
+    def __init__(self, cfg: Config, graph: Any, device: torch.device | str | None = None,
+                 spec: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.front = FrontEnd(cfg)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.spec = ColumnSpec.bionic(**cfg.column_overrides())
+        # a saved run's resolved spec wins over today's preset defaults
+        self.spec = ColumnSpec.from_dict(spec) if spec is not None else cfg.column_spec()
         self.column = compile_column(graph, self.spec, in_features=self.front.out_features,
                                      device=device)
         self.head = nn.Linear(self.column.out_features, NUM_CLASSES)
@@ -187,15 +189,52 @@ class PlainCNN(nn.Module):
         return {}
 
 
-def build_model(cfg: Config, graph: Any = None, device: torch.device | str | None = None) -> nn.Module:
-    """The model a config describes (``graph`` is needed for ``model="bionic"``)."""
+def build_model(cfg: Config, graph: Any = None, device: torch.device | str | None = None,
+                spec: dict[str, Any] | None = None) -> nn.Module:
+    """The model a config describes (``graph`` is needed for ``model="bionic"``; ``spec``: a
+    saved ``ColumnSpec.to_dict()`` to build the column from instead of the config's)."""
     if cfg.model == "cnn":
         m = PlainCNN(cfg)
     else:
         if graph is None:
             raise ValueError("model=bionic needs a connectome graph")
-        m = BioNIC(cfg, graph, device=device)
+        m = BioNIC(cfg, graph, device=device, spec=spec)
     return m.to(device) if device is not None else m
+
+
+def column_spec_of(model: nn.Module) -> dict[str, Any] | None:
+    """The resolved ``ColumnSpec.to_dict()`` of a BioNIC model (None for the plain CNN)."""
+    spec = getattr(model, "spec", None)
+    return spec.to_dict() if spec is not None else None
+
+
+def graph_checksum(graph: Any) -> str:
+    """sha256 (hex) of a connectome graph's node and edge tables (values and index)."""
+    import hashlib
+
+    import pandas as pd
+
+    if graph is None:
+        return ""
+    h = hashlib.sha256()
+    for table in (graph.nodes, graph.edges):
+        h.update(str(list(table.columns)).encode())
+        h.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_run_graph(run: Any, cfg: Config, checksum: str = "") -> Any:
+    """The graph saved in a run folder (:class:`pipelines.run_dir.RunDir`); with ``checksum`` (a
+    checkpoint's ``graph_checksum``) it must be the graph the checkpoint was trained on."""
+    from connectomics import load_graph
+
+    if not run.has_graph():
+        raise FileNotFoundError(f"{run.graph}: the run's graph is missing (model {cfg.model} needs it)")
+    graph = load_graph(run.graph)
+    if checksum and graph_checksum(graph) != checksum:
+        raise ValueError(f"{run.graph}: graph checksum {graph_checksum(graph)[:12]} does not match the "
+                         f"checkpoint's {checksum[:12]} (the run's graph was changed)")
+    return graph
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -32,7 +32,7 @@ def test_report_by_hand():
     assert r["confusion_matrix"] == cm.tolist()
 
 
-def test_evaluate_cli_on_csv_and_image_folder_any_usage(tmp_path):
+def test_evaluate_cli_on_csv_and_image_folder_any_usage(tmp_path, capsys):
     data = synthetic_csv(tmp_path / "fer.csv")
     env = (tmp_path, data, tmp_path / "nograph")
     cfg = tiny_cfg(env, "run", model="cnn", graph="", epochs=1, cnn_hidden=16)
@@ -61,8 +61,12 @@ def test_evaluate_cli_on_csv_and_image_folder_any_usage(tmp_path):
                           str(tmp_path / "ev_tta"), "--cache_root", cfg.cache_root, "--tta_flip", "true"]) == 0
     rep = json.loads((tmp_path / "ev_tta" / "eval_PrivateTest.json").read_text())
     assert rep["tta_flip"] is True and rep["n"] == 16
+    capsys.readouterr()
+    assert evaluate.main(["--run", cfg.out, "--checkpoint", "nope.pt"]) == 2   # one line, exit 2
+    err = capsys.readouterr().err
+    assert "nope.pt: no such checkpoint" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
-        evaluate.main(["--run", cfg.out, "--checkpoint", "nope.pt"])
+        evaluate.main(["--run", cfg.out, "--checkpoint", "nope.pt", "--debug"])
 
 
 class _HalfModel(torch.nn.Module):

@@ -125,7 +125,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
     # the CLI turns it into exit status 2 with the message on stderr
     cfg2 = tiny_cfg(env, "nan_cli", epochs=2, lr=1e30, grad_clip=0.0, hebbian_rate=0.0,
                     homeostasis=False)
-    assert main(sum(([f"--{k}", str(v)] for k, v in cfg2.to_dict().items()), [])) == 2
+    from pipelines.config import cli_fields
+
+    assert main(sum(([f"--{k}", str(getattr(cfg2, k))] for k in cli_fields()), [])) == 2
 
 
 def test_plasticity_floating_point_error_stops_the_run(env):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipelines.augment import AugmentConfig, BatchAugment
-from pipelines.config import PRESETS, Config, add_config_arguments, config_from_args
+from pipelines.config import PRESETS, Config, add_config_arguments, cli_fields, config_from_args
 from pipelines.train import lr_factor
 from tests.conftest import widths_graph
 
@@ -99,7 +99,8 @@ def test_every_field_is_a_cli_option_and_types_parse():
                         "--lateral_inhibition", "0", "--mask", "random", "--augment", "yes"])
     cfg, explicit = config_from_args(ns)
     opts = {a.dest for a in ap._actions}
-    assert {f.name for f in fields(Config)} <= opts
+    assert {f.name for f in fields(Config)} - {"column", "aug"} <= opts   # plain fields
+    assert set(cli_fields()) <= opts and {"hebbian_rate", "column_backend", "aug_rotate"} <= opts
     assert cfg.lr == 0.01 and cfg.dale is False and cfg.epochs == 3 and cfg.mask == "random"
     assert cfg.lateral_inhibition is False and cfg.augment is True
     # every preset field not given on the command line comes from the preset, and the preset
