@@ -160,7 +160,7 @@ def test_circuit_config_read_by_libsonata(export):
 
 
 def test_bmtk_reads_the_network(export, graph, monkeypatch):
-    pytest.importorskip("bmtk", reason="bmtk is optional (pip install bmtk)")
+    pytest.importorskip("bmtk", reason="bmtk is in the dev extra (pip install -e .[dev])")
     from bmtk.utils import sonata
     from bmtk.utils.sonata.config import SonataConfig
 
