@@ -100,9 +100,13 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run folder's exclusive lock (creating the folder) or raise
-        :class:`RunLockedError` at once, naming the holder."""
+        :class:`RunLockedError` at once, naming the holder. A folder this call created and that
+        holds nothing but the lock when the run ends (it failed before writing anything) is
+        removed again, so a failed start leaves no empty run behind."""
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        held = False
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -110,8 +114,12 @@ class RunDir:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 raise RunLockedError(f"{self.root} is in use by {holder} (another training writes "
                                      f"there); wait for it or choose another --out") from None
+            held = True
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
             yield
         finally:
+            if held and created and [p.name for p in self.root.iterdir()] == [self.lock_file.name]:
+                self.lock_file.unlink()
+                self.root.rmdir()
             os.close(fd)   # closing the descriptor releases the flock

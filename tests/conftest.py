@@ -143,3 +143,11 @@ def make_folder(root: Path, imgs, labels, names, fmt="PNG"):
         d = root / split / CLASSES[lab]
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(im).save(d / name, format=fmt)
+
+
+def states_equal(a: dict, b: dict) -> list[str]:
+    """Names of the tensors that differ between two state dicts (same keys asserted)."""
+    import torch
+
+    assert a.keys() == b.keys()
+    return [k for k in a if not torch.equal(a[k], b[k])]

@@ -18,7 +18,7 @@ from connectomics.schema import (
 )
 from connectomics.sources.cave import CaveSource
 from connectomics.sources.column import load_column_snapshot
-from tests.test_cave_source import DATASTACK, VERSION, FakeCave
+from tests.cave_mock import DATASTACK, VERSION, FakeCave
 
 
 def column_world() -> dict[str, pd.DataFrame]:

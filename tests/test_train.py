@@ -12,7 +12,7 @@ import torch
 from pipelines.config import Config
 from pipelines.train import TrainingDiverged, main, train
 from tests.conftest import load_checkpoint as load
-from tests.conftest import small_graph, synthetic_csv, tiny_cfg
+from tests.conftest import small_graph, states_equal, synthetic_csv, tiny_cfg
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -26,11 +26,6 @@ def env(tmp_path_factory):
     graph_dir = root / "graph"
     small_graph().save(graph_dir)
     return root, data, graph_dir
-
-
-def states_equal(a: dict, b: dict) -> list[str]:
-    assert a.keys() == b.keys()
-    return [k for k in a if not torch.equal(a[k], b[k])]
 
 
 def test_run_directory_contents_and_metrics(env):

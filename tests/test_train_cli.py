@@ -19,14 +19,14 @@ from pipelines.fer2013 import load_fer2013, resolve_source
 from pipelines.run_dir import RunDir, RunLockedError
 from pipelines.runtime import default_threads
 from pipelines.train import main, train
-from tests.test_train import synthetic_csv, tiny_cfg
+from tests.conftest import synthetic_csv, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from tests.test_train import small_graph
+    from tests.conftest import small_graph
 
     root = tmp_path_factory.mktemp("clienv")
     data = synthetic_csv(root / "fer.csv")
@@ -186,3 +186,16 @@ def test_final_evaluation_honours_limit_val_and_banner_names_amp(env, capsys):
     m = json.loads(RunDir(cfg.out).metrics_json.read_text())
     assert s["best_PublicTest_acc"] == pytest.approx(m["epochs"][0]["val_acc"])
     assert np.isfinite(rep["loss"])
+
+
+def test_a_failed_start_leaves_no_empty_run_folder(tmp_path, capsys):
+    """A training that fails before writing anything removes the folder it created (and its
+    lock); a folder that existed before is left alone."""
+    out = tmp_path / "runs" / "never"
+    assert main(["--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+    assert not out.exists()
+    kept = tmp_path / "runs" / "mine"
+    kept.mkdir(parents=True)
+    assert main(["--data", str(tmp_path / "missing.csv"), "--out", str(kept)]) == 2
+    assert kept.is_dir()

@@ -17,7 +17,8 @@ from pipelines.config import Config
 from pipelines.run_dir import RunDir
 from pipelines.runtime import dynamo_fallback, resolve_runtime
 from pipelines.train import LRSchedule, TrainState, main, train
-from tests.test_train import load, small_graph, states_equal, synthetic_csv, tiny_cfg
+from tests.conftest import load_checkpoint as load
+from tests.conftest import small_graph, states_equal, synthetic_csv, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
