@@ -166,6 +166,20 @@ class Run:
         return cmd + ["--progress", "false"]
 
 
+def select_rows(plan: dict, rows: str | None) -> dict:
+    """The plan with only the named rows (comma-separated) and its reference row to run; the
+    results folder's ``plan.json`` keeps every row (``all_rows``), so its report shows them all."""
+    if not rows:
+        return plan
+    want = {r.strip() for r in rows.split(",") if r.strip()}
+    names = [r["name"] for r in plan["rows"]]
+    unknown = sorted(want - set(names))
+    if unknown:
+        raise ValueError(f"{plan.get('path')}: no row(s) {unknown}; rows: {', '.join(names)}")
+    want.add(plan["reference"])
+    return {**plan, "rows": [r for r in plan["rows"] if r["name"] in want], "all_rows": plan["rows"]}
+
+
 def plan_label(plan: dict, recipe: str | None = None) -> str:
     """The plan's folder name under ``results/``: its file's stem, ``_<recipe>`` appended."""
     stem = plan.get("label") or Path(plan.get("path", "plan")).stem
@@ -292,7 +306,8 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
     label = label or plan_label(plan)
     res_dir = None if results is None else Path(results) / label
     out.mkdir(parents=True, exist_ok=True)
-    record = {**{k: v for k, v in plan.items() if k != "path"}, "plan_file": plan.get("path"),
+    record = {**{k: v for k, v in plan.items() if k not in ("path", "all_rows")},
+              "rows": plan.get("all_rows", plan["rows"]), "plan_file": plan.get("path"),
               "label": label, "seeds": seeds, "set": extra or {}}
     _write_json(out / "plan.json", record)
     runs = expand(plan, seeds, out, extra, res_dir)
@@ -566,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default=None, help="a recipe of the plan (e.g. screen): its overrides "
                     "for every run, results under results/<plan>_<recipe>")
     ap.add_argument("--name", default=None, help="results folder name (default <plan>[_<recipe>])")
+    ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all; the "
+                    "reference is always kept)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time on the CPU")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override for every run")
     ap.add_argument("--scheduler", default=None, help="Dask scheduler address: send runs to its workers")
@@ -594,7 +611,7 @@ def _main(ns: argparse.Namespace) -> int:
             print(path.read_text())
             print(f"report: {path} (+ report.csv, report.png)")
         return 0
-    plan = load_plan(ns.plan)
+    plan = select_rows(load_plan(ns.plan), ns.rows)
     extra = plan_overrides(plan, ns.recipe, _parse_set(ns.set))
     label = ns.name or plan_label(plan, ns.recipe)
     out = Path(ns.out or f"runs/{label}")

@@ -66,6 +66,8 @@ def test_results_are_committed_and_finish_on_another_machine(tmp_path, tiny_base
         str(tmp_path / "m2" / "full" / "s2"), str(tmp_path / "m2" / "no_dale" / "s2")]
     launched.clear()
     assert ex.main([*args, "--out", str(tmp_path / "m3")]) == 0 and launched == []
+    assert ex.main([*args, "--rows", "no_dale", "--out", str(tmp_path / "m3")]) == 0 and launched == []
+    assert len(json.loads((results / "tiny" / "plan.json").read_text())["rows"]) == 2   # all rows kept
     # the report from results/ alone (no runs folder)
     shutil.rmtree(tmp_path / "m1")
     shutil.rmtree(tmp_path / "m2")

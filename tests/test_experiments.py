@@ -28,6 +28,10 @@ def test_shipped_plans_are_valid_overrides():
     assert ex.plan_overrides(ctl, "screen", {"lr": 1e-3}) == {"epochs": 8, "warmup_epochs": 1,
                                                                 "max_minutes": 0, "lr": 1e-3}
     assert ex.plan_label(ctl, "screen") == "controls_screen"
+    sub = ex.select_rows(ctl, "dense_no_mask, random_density_matched")
+    assert [r["name"] for r in sub["rows"]] == ["connectome", "random_density_matched", "dense_no_mask"]
+    with pytest.raises(ValueError, match=r"no row\(s\) \['dens'\]"):
+        ex.select_rows(ctl, "dens")
     with pytest.raises(ValueError, match="no recipe 'fast'"):
         ex.plan_overrides(ctl, "fast", None)
 
