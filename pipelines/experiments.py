@@ -408,7 +408,7 @@ def collect(folder: Path) -> tuple[dict, list[dict]]:
                 print(f"{d}: config differs from the plan ({', '.join(config_diff(got, expected))}); "
                       "left out of the report", file=sys.stderr)
                 continue
-            s = json.loads((d / "metrics.json").read_text())["summary"]
+            s = json.loads(RunDir(d).metrics_json.read_text())["summary"]
             records.append({
                 "plan": plan["label"], "row": row["name"], "seed": seed,
                 "acc": s.get("best_PublicTest_acc", s.get("best_val_acc")),

@@ -40,8 +40,8 @@ IGNORED_FIELDS: tuple[str, ...] = ("out", "data", "cache_root", "progress", "log
                                    "threads", "eval_batch_size")
 
 #: Files of a run folder that are committed (``eval_*.json`` by pattern).
-RESULT_FILES: tuple[str, ...] = ("config.json", "metrics.json")
-EVAL_PATTERN = "eval_*.json"
+RESULT_FILES: tuple[str, ...] = (RunDir(".").config.name, RunDir(".").metrics_json.name)
+EVAL_PATTERN = RunDir(".").eval_json("*").name
 RUN_INFO = "run.json"
 #: Larger files are never committed.
 MAX_BYTES = 100_000
@@ -68,7 +68,7 @@ def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 def stored_config(result: Path) -> dict[str, Any] | None:
     """The :func:`comparable` config of a stored result (or run folder), ``None`` when it has
     none or it does not load."""
-    p = Path(result) / "config.json"
+    p = RunDir(result).config
     if not p.is_file():
         return None
     try:
@@ -80,7 +80,7 @@ def stored_config(result: Path) -> dict[str, Any] | None:
 def is_finished(folder: Path) -> bool:
     """``metrics.json`` says the run finished."""
     try:
-        return bool(json.loads((Path(folder) / "metrics.json").read_text())["summary"].get("finished"))
+        return bool(json.loads(RunDir(folder).metrics_json.read_text())["summary"].get("finished"))
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return False
 
@@ -98,7 +98,7 @@ def store_result(run: Path, dest: Path, seconds: float | None = None) -> Path:
     result there), atomically: written into ``.<name>.tmp-<pid>`` beside it, then renamed."""
     run, dest = Path(run), Path(dest)
     if not is_finished(run):
-        raise ValueError(f"{run}: not a finished run (metrics.json has no finished summary)")
+        raise ValueError(f"{run}: not a finished run ({RunDir(run).metrics_json.name} has no finished summary)")
     files = [run / f for f in RESULT_FILES] + sorted(run.glob(EVAL_PATTERN))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
@@ -124,7 +124,7 @@ def store_result(run: Path, dest: Path, seconds: float | None = None) -> Path:
 def _train_seconds(run: Path) -> float | None:
     """Summed epoch seconds of a run's metrics (when the wall time was not measured)."""
     try:
-        hist = json.loads((run / "metrics.json").read_text()).get("epochs", [])
+        hist = json.loads(RunDir(run).metrics_json.read_text()).get("epochs", [])
         return float(sum(h.get("epoch_seconds", 0.0) for h in hist)) or None
     except (OSError, json.JSONDecodeError, TypeError):
         return None
