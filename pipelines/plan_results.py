@@ -5,7 +5,7 @@ repository so that a plan started on one machine is finished on another.
     results/<plan>/<row>/s<seed>/config.json  the run's resolved Config
     results/<plan>/<row>/s<seed>/metrics.json per-epoch metrics and the run summary
     results/<plan>/<row>/s<seed>/eval_<usage>.json  the best checkpoint's evaluation reports
-    results/<plan>/<row>/s<seed>/run.json     wall seconds of the run, host, finish time (for ETAs)
+    results/<plan>/<row>/s<seed>/run.json     wall seconds of the run, host, finish time, git commit
 
 Never checkpoints, graphs or figures (:data:`RESULT_FILES`; any file over :data:`MAX_BYTES` is
 left out). A result is written into a temporary sibling folder and renamed into place, so a killed
@@ -16,7 +16,10 @@ Whether a stored result answers a run of the plan is decided by its config
 :data:`IGNORED_FIELDS`, the fields that say where or how fast a run happens but not what it
 computes. ``device``, ``amp``, ``compile`` and friends are compared as written (``auto`` in the
 shipped plans), so a run on a GPU and one on a CPU of the same plan count as the same config; the
-summary in ``metrics.json`` records the device that ran it.
+summary in ``metrics.json`` records the device that ran it. A change of *code* that changes
+results (an initialisation, a model fix) is not a change of config: ``run.json`` records the
+commit each result was made with; remove the plan's results folder (``git rm -r
+results/<plan>``) to re-run it after such a change.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def store_result(run: Path, dest: Path, seconds: float | None = None) -> Path:
         seconds = _train_seconds(run)
     info = {"seconds": seconds, "host": socket.gethostname(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "run_dir": str(run)}
+            "run_dir": str(run), "commit": code_commit()}
     (tmp / RUN_INFO).write_text(json.dumps(info, indent=1))
     old = dest.parent / f".{dest.name}.old-{os.getpid()}"
     if dest.exists():
@@ -119,6 +122,24 @@ def store_result(run: Path, dest: Path, seconds: float | None = None) -> Path:
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def code_commit() -> str | None:
+    """The git commit of this checkout (with ``+dirty`` for uncommitted changes), ``None``
+    outside git: recorded beside each result, since a change of code is not a change of config."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _train_seconds(run: Path) -> float | None:
