@@ -42,6 +42,7 @@ from .backend import choose_backend
 from .inhibition import GradedInhibition, inhibitory_input, population_inhibitory_input
 from .masked_linear import MaskedLinear
 from .null_models import NULL_MODELS, TYPE_NULL_MODELS
+from .projection import RELU_NORMAL_MEAN, summed_weight
 from .plasticity import HebbianRecord, HebbianRule, ThresholdRecord
 from .sparse_linear import SparseLinear
 from .spec import ColumnSpec, LayerSpec
@@ -248,6 +249,30 @@ class ColumnLayer(nn.Module):
         layer_norm: apply ``LayerNorm(n)``.
         inhibition: :class:`GradedInhibition` or ``None``.
         noise_std: std of the training-time Gaussian noise on :math:`\mathbf{u}`.
+
+    Initialisation (the same for every mask, so that a dense, connectome or null-model mask
+    starts its units alike). Each masked projection draws magnitudes with
+    :math:`\sum_j w_{ij}^2 = g^2` in expectation over the unit's *masked* fan-in :math:`n_i`
+    (:func:`~graphnet.init_edge_weights`). For independent inputs of mean :math:`\mu` and
+    variance :math:`v`, unit :math:`i`'s summed input :math:`z_i = \sum_j w_{ij} x_j` then has
+
+    .. math::
+        \mathrm{Var}[z_i] = v \sum_j w_{ij}^2 = v g^2, \qquad
+        \mathbb{E}[z_i] = \mu \sum_j w_{ij}.
+
+    The variance does not depend on :math:`n_i`, the mean does: with Dale's law the weights
+    from excitatory cells are :math:`|w|` with :math:`\mathbb{E}|w| = \tfrac{\sqrt3}{2}
+    g/\sqrt{n_i}` (uniform draws), so :math:`\mathbb{E}[z_i] \approx 0.87\, g \mu \sqrt{n_i}`:
+    a dense all-excitatory fan-in of 300 starts at about 4 times the mean input of a fan-in of
+    20, and the layer's units differ by their fan-in instead of by their inputs. The bias
+    :math:`b_i = -\mu \sum_{s \neq \text{input}} \sum_j w^{(s)}_{ij}` removes that
+    expected mean exactly, per unit, for :math:`\mu = \mathbb{E}[\mathrm{ReLU}(u)] =
+    1/\sqrt{2\pi}`, :math:`u \sim \mathcal{N}(0, 1)`: what a LayerNorm'd upstream column layer
+    emits at initialisation (:data:`~graphnet.projection.RELU_NORMAL_MEAN`). Then every unit
+    starts with mean 0 and variance :math:`v g^2` per projection whatever its fan-in and the
+    sign of its inputs. The dense ``input`` projection (zero-mean, unsigned weights) and the
+    within-layer step (whose input :math:`\mathrm{ReLU}(\mathbf{z})` is not normalised) are not
+    corrected. Without Dale's law :math:`\sum_j w_{ij}` is already about 0 and the bias about 0.
     """
 
     def __init__(self, name: str, size: int, projections: dict[str, nn.Module],
@@ -267,9 +292,21 @@ class ColumnLayer(nn.Module):
         self.record_pre = False  # ... and each projection's input (Hebbian updates)
         self.last_pre: dict[str, Tensor] = {}
         self.last_post: Tensor | None = None
+        self.centre_bias_()
+
+    @torch.no_grad()
+    def centre_bias_(self, input_mean: float = RELU_NORMAL_MEAN) -> None:
+        r"""Set the bias to :math:`-\mu \sum_{s \neq \text{input}} \sum_j w^{(s)}_{ij}` (see
+        the class docstring): each unit's expected summed input from upstream column layers
+        is 0 for inputs of mean ``input_mean``."""
+        b = torch.zeros_like(self.bias)
+        for src, proj in self.projections.items():
+            if src != "input":
+                b -= input_mean * summed_weight(proj).to(b)
+        self.bias.copy_(b)
 
     def reset_parameters(self) -> None:
-        nn.init.zeros_(self.bias)
+        self.centre_bias_()
         if isinstance(self.norm, nn.LayerNorm):
             self.norm.reset_parameters()
         self.threshold.zero_()

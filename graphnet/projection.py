@@ -58,6 +58,25 @@ def init_edge_weights(
     return w.to(dtype)
 
 
+#: :math:`\mathbb{E}[\mathrm{ReLU}(u)]` for :math:`u \sim \mathcal{N}(0, 1)`: the mean input a column
+#: layer receives from an upstream layer whose pre-activation is LayerNorm'd (mean 0, variance 1).
+RELU_NORMAL_MEAN = 1.0 / math.sqrt(2.0 * math.pi)
+#: :math:`\mathrm{Var}[\mathrm{ReLU}(u)] = 1/2 - 1/(2\pi)` for the same :math:`u`.
+RELU_NORMAL_VAR = 0.5 - 1.0 / (2.0 * math.pi)
+
+
+def summed_weight(proj: nn.Module) -> Tensor:
+    r"""``(out,)`` :math:`\sum_j \mathcal{D}(w_{ij})`: each postsynaptic unit's summed effective
+    weight (mask and Dale sign included) of a :class:`~graphnet.MaskedLinear`,
+    :class:`~graphnet.SparseLinear` or plain ``nn.Linear``."""
+    if isinstance(proj, nn.Linear):
+        return proj.weight.sum(1)
+    pre_post = proj.connections()
+    vals = proj.edge_values()
+    return torch.zeros(proj.out_features, dtype=vals.dtype, device=vals.device).index_add_(
+        0, pre_post[1], vals)
+
+
 def apply_dale(w: Tensor, sign: Tensor | None) -> Tensor:
     r""":math:`\mathcal{D}(w)`: entries with sign :math:`\pm 1` take that sign on :math:`|w|`,
     sign 0 (or ``sign=None``) leaves them free. ``sign`` broadcasts against ``w``."""

@@ -1,0 +1,177 @@
+"""Committed results of experiment plans: the small files of each finished run, kept in the
+repository so that a plan started on one machine is finished on another.
+
+    results/<plan>/plan.json                the plan as run (rows, reference, paper deltas, seeds, --set)
+    results/<plan>/<row>/s<seed>/config.json  the run's resolved Config
+    results/<plan>/<row>/s<seed>/metrics.json per-epoch metrics and the run summary
+    results/<plan>/<row>/s<seed>/eval_<usage>.json  the best checkpoint's evaluation reports
+    results/<plan>/<row>/s<seed>/run.json     wall seconds of the run, host, finish time, git commit
+
+Never checkpoints, graphs or figures (:data:`RESULT_FILES`; any file over :data:`MAX_BYTES` is
+left out). A result is written into a temporary sibling folder and renamed into place, so a killed
+copy never leaves a half-written result.
+
+Whether a stored result answers a run of the plan is decided by its config
+(:func:`comparable`): the resolved :class:`~pipelines.config.Config` of the run minus
+:data:`IGNORED_FIELDS`, the fields that say where or how fast a run happens but not what it
+computes. ``device``, ``amp``, ``compile`` and friends are compared as written (``auto`` in the
+shipped plans), so a run on a GPU and one on a CPU of the same plan count as the same config; the
+summary in ``metrics.json`` records the device that ran it. A change of *code* that changes
+results (an initialisation, a model fix) is not a change of config: ``run.json`` records the
+commit each result was made with; remove the plan's results folder (``git rm -r
+results/<plan>``) to re-run it after such a change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .run_dir import RunDir
+
+#: Config fields that do not change a run's result: where it writes (``out``), reads its data
+#: (``data``: the path of the same FER-2013 release; ``cache_root``) or logs (``progress``,
+#: ``log_every``, ``plots``), how many CPU threads it uses (``threads``: same maths, other
+#: summation order), and the evaluation batch size (``eval_batch_size``: inference only).
+IGNORED_FIELDS: tuple[str, ...] = ("out", "data", "cache_root", "progress", "log_every", "plots",
+                                   "threads", "eval_batch_size")
+
+#: Files of a run folder that are committed (``eval_*.json`` by pattern).
+RESULT_FILES: tuple[str, ...] = (RunDir(".").config.name, RunDir(".").metrics_json.name)
+EVAL_PATTERN = RunDir(".").eval_json("*").name
+RUN_INFO = "run.json"
+#: Larger files are never committed.
+MAX_BYTES = 100_000
+
+
+def comparable(cfg: Config | dict[str, Any]) -> dict[str, Any]:
+    """The part of a config that determines a run's result (module doc), JSON types."""
+    d = (cfg if isinstance(cfg, Config) else Config.from_dict(cfg)).to_dict()
+    return {k: v for k, v in d.items() if k not in IGNORED_FIELDS}
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Dotted names of the fields where two :func:`comparable` dicts differ (nested included)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{k}.{s}" for s in config_diff(va, vb)]
+        elif va != vb:
+            out.append(k)
+    return out
+
+
+def stored_config(result: Path) -> dict[str, Any] | None:
+    """The :func:`comparable` config of a stored result (or run folder), ``None`` when it has
+    none or it does not load."""
+    p = RunDir(result).config
+    if not p.is_file():
+        return None
+    try:
+        return comparable(Config.load(p))
+    except (ValueError, TypeError, OSError):
+        return None
+
+
+def is_finished(folder: Path) -> bool:
+    """``metrics.json`` says the run finished."""
+    try:
+        return bool(json.loads(RunDir(folder).metrics_json.read_text())["summary"].get("finished"))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return False
+
+
+def result_state(result: Path, expected: dict[str, Any]) -> str:
+    """``match`` (finished, same config), ``changed`` (finished, another config) or ``absent``."""
+    cfg = stored_config(result)
+    if cfg is None or not is_finished(result):
+        return "absent"
+    return "match" if cfg == expected else "changed"
+
+
+def store_result(run: Path, dest: Path, seconds: float | None = None) -> Path:
+    """Copy the small files of the finished run folder ``run`` to ``dest`` (replacing an older
+    result there), atomically: written into ``.<name>.tmp-<pid>`` beside it, then renamed."""
+    run, dest = Path(run), Path(dest)
+    if not is_finished(run):
+        raise ValueError(f"{run}: not a finished run ({RunDir(run).metrics_json.name} has no finished summary)")
+    files = [run / f for f in RESULT_FILES] + sorted(run.glob(EVAL_PATTERN))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for f in files:
+        if f.is_file() and f.stat().st_size <= MAX_BYTES:
+            shutil.copy2(f, tmp / f.name)
+    if seconds is None:
+        seconds = _train_seconds(run)
+    info = {"seconds": seconds, "host": socket.gethostname(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run_dir": str(run), "commit": code_commit()}
+    (tmp / RUN_INFO).write_text(json.dumps(info, indent=1))
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def code_commit() -> str | None:
+    """The git commit of this checkout (with ``+dirty`` for uncommitted changes), ``None``
+    outside git: recorded beside each result, since a change of code is not a change of config."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _train_seconds(run: Path) -> float | None:
+    """Summed epoch seconds of a run's metrics (when the wall time was not measured)."""
+    try:
+        hist = json.loads(RunDir(run).metrics_json.read_text()).get("epochs", [])
+        return float(sum(h.get("epoch_seconds", 0.0) for h in hist)) or None
+    except (OSError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def run_seconds(result: Path) -> float | None:
+    """Wall seconds of a stored result (``run.json``), else its summed epoch seconds."""
+    try:
+        s = json.loads((Path(result) / RUN_INFO).read_text()).get("seconds")
+        if s:
+            return float(s)
+    except (OSError, json.JSONDecodeError):
+        pass
+    return _train_seconds(Path(result))
+
+
+def local_run_state(run: Path, expected: dict[str, Any]) -> str:
+    """State of a local run folder: ``done`` (finished, same config), ``partial`` (a
+    ``last.pt`` of the same config to resume), ``stale`` (another config, or checkpoints
+    without the ``config.json`` that says what they are: never reused) or ``new``."""
+    rd = RunDir(run)
+    if not rd.root.exists() or not any(rd.root.iterdir()):
+        return "new"
+    cfg = stored_config(rd.root)
+    if (cfg is not None and cfg != expected) or (cfg is None and (rd.last.exists() or rd.final.exists())):
+        return "stale"   # another config, or a checkpoint without the config that resumes it
+    if rd.final.exists() and is_finished(rd.root):
+        return "done"
+    return "partial" if rd.last.exists() else "new"

@@ -1,0 +1,104 @@
+r"""The statistics of an experiment plan's report: paired differences over seeds, their 95 %
+confidence intervals, Holm's correction over the plan's comparisons, and the seeds a paired
+difference needs (power).
+
+Every row of a plan runs the same seeds (``s1..sN``), and seed ``k`` of every row starts from the
+same data order, augmentation stream and column seed, so a row is compared with the plan's
+reference row *paired by seed*: :math:`d_k = a_k - r_k` (accuracy in percentage points), and
+
+.. math::
+    \bar d \pm t_{0.975,\,n-1} \, \frac{s_d}{\sqrt n}, \qquad
+    T = \frac{\bar d}{s_d / \sqrt n} \sim t_{n-1} \text{ under } H_0: \mathbb{E}[d] = 0
+
+(:func:`scipy.stats.ttest_rel`, its ``confidence_interval``). The plan makes ``m`` such
+comparisons (every row against the reference); Holm's step-down procedure keeps the family-wise
+error rate at :math:`\alpha`: with the p-values sorted :math:`p_{(1)} \le \dots \le p_{(m)}`,
+:math:`\tilde p_{(i)} = \max_{j \le i} \min\{1, (m - j + 1) \, p_{(j)}\}` (:func:`holm`).
+
+Power (:func:`seeds_needed`): the smallest number of paired seeds ``n`` for which a two-sided
+paired t-test at level :math:`\alpha` detects a true mean difference :math:`\delta` with
+probability at least ``power``, for a seed-to-seed s.d. of paired differences :math:`\sigma_d`.
+Under the alternative, :math:`T` follows a noncentral t with :math:`n - 1` degrees of freedom
+and noncentrality :math:`\lambda = \delta \sqrt n / \sigma_d`, so
+
+.. math::
+    \mathrm{power}(n) = 1 - F_{t'_{n-1,\lambda}}(t_{1-\alpha/2,\,n-1})
+        + F_{t'_{n-1,\lambda}}(-t_{1-\alpha/2,\,n-1})
+
+(:func:`paired_power`); the normal approximation is
+:math:`n \approx (z_{1-\alpha/2} + z_{\mathrm{power}})^2 \sigma_d^2 / \delta^2
+\approx 7.85 \, \sigma_d^2 / \delta^2` at :math:`\alpha = 0.05`, power 0.8.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def paired_delta(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
+    """Paired difference ``a - b`` over seeds: ``{n, mean, sd, lo, hi, p}``; ``lo``/``hi``/``p``
+    are ``None`` with fewer than 2 pairs or identical differences (no spread: no test)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.size} and {b.size}")
+    d = a - b
+    out = {"n": int(d.size), "mean": float(d.mean()) if d.size else None,
+           "sd": float(d.std(ddof=1)) if d.size > 1 else None, "lo": None, "hi": None, "p": None}
+    if d.size < 2 or np.ptp(d) == 0:
+        return out
+    res = stats.ttest_rel(a, b)
+    ci = res.confidence_interval(confidence)
+    out.update(lo=float(ci.low), hi=float(ci.high), p=float(res.pvalue))
+    return out
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values (module doc), in the given order; ``None`` entries (no test) are
+    kept as ``None`` and do not count as comparisons."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    m = len(idx)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+def paired_power(n: int, delta: float, sd: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test with ``n`` pairs (module doc)."""
+    if n < 2:
+        return 0.0
+    df = n - 1
+    tc = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(delta) * math.sqrt(n) / sd
+    return float(stats.nct.sf(tc, df, nc) + stats.nct.cdf(-tc, df, nc))
+
+
+def seeds_needed(sd: float, delta: float, alpha: float = 0.05, power: float = 0.8,
+                 max_n: int = 100_000) -> int:
+    """The smallest ``n >= 2`` with :func:`paired_power` ``>= power``."""
+    if not sd > 0 or not delta != 0:
+        raise ValueError(f"need sd > 0 and delta != 0, got sd={sd}, delta={delta}")
+    n = 2
+    while paired_power(n, delta, sd, alpha) < power:
+        n += 1
+        if n > max_n:
+            raise ValueError(f"more than {max_n} seeds needed (sd={sd}, delta={delta})")
+    return n
+
+
+def pooled_sd(groups: Sequence[Sequence[float]]) -> float | None:
+    """:math:`\\sqrt{\\sum_k (n_k - 1) s_k^2 / \\sum_k (n_k - 1)}` over groups of at least 2
+    values (the s.d. of paired differences pooled over a plan's comparisons)."""
+    num = den = 0.0
+    for g in groups:
+        g = np.asarray(g, float)
+        if g.size >= 2:
+            num += (g.size - 1) * float(g.var(ddof=1))
+            den += g.size - 1
+    return math.sqrt(num / den) if den else None
