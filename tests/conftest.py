@@ -151,3 +151,12 @@ def states_equal(a: dict, b: dict) -> list[str]:
 
     assert a.keys() == b.keys()
     return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def train_env(root: Path) -> tuple[Path, Path, Path]:
+    """``(root, data csv, graph folder)`` of a seconds-long training: :func:`synthetic_csv` and
+    :func:`small_graph` written under ``root`` (the ``env`` that :func:`tiny_cfg` takes)."""
+    data = synthetic_csv(root / "fer.csv")
+    graph_dir = root / "graph"
+    small_graph().save(graph_dir)
+    return root, data, graph_dir

@@ -12,7 +12,7 @@ import torch
 from pipelines.config import Config
 from pipelines.train import TrainingDiverged, main, train
 from tests.conftest import load_checkpoint as load
-from tests.conftest import small_graph, states_equal, synthetic_csv, tiny_cfg
+from tests.conftest import small_graph, states_equal, tiny_cfg, train_env
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -21,11 +21,7 @@ SAMPLE = SHARED / "data" / "fer2013" / "sample.csv"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainenv")
-    data = synthetic_csv(root / "fer.csv")
-    graph_dir = root / "graph"
-    small_graph().save(graph_dir)
-    return root, data, graph_dir
+    return train_env(tmp_path_factory.mktemp("trainenv"))
 
 
 def test_run_directory_contents_and_metrics(env):

@@ -19,20 +19,14 @@ from pipelines.fer2013 import load_fer2013, resolve_source
 from pipelines.run_dir import RunDir, RunLockedError
 from pipelines.runtime import default_threads
 from pipelines.train import main, train
-from tests.conftest import synthetic_csv, tiny_cfg
+from tests.conftest import synthetic_csv, tiny_cfg, train_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from tests.conftest import small_graph
-
-    root = tmp_path_factory.mktemp("clienv")
-    data = synthetic_csv(root / "fer.csv")
-    graph_dir = root / "graph"
-    small_graph().save(graph_dir)
-    return root, data, graph_dir
+    return train_env(tmp_path_factory.mktemp("clienv"))
 
 
 def cli_args(cfg) -> list[str]:

@@ -18,18 +18,14 @@ from pipelines.run_dir import RunDir
 from pipelines.runtime import dynamo_fallback, resolve_runtime
 from pipelines.train import LRSchedule, TrainState, main, train
 from tests.conftest import load_checkpoint as load
-from tests.conftest import small_graph, states_equal, synthetic_csv, tiny_cfg
+from tests.conftest import small_graph, states_equal, tiny_cfg, train_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("structenv")
-    data = synthetic_csv(root / "fer.csv")
-    graph_dir = root / "graph"
-    small_graph().save(graph_dir)
-    return root, data, graph_dir
+    return train_env(tmp_path_factory.mktemp("structenv"))
 
 
 # -- one device & precision rule --------------------------------------------------------------------
