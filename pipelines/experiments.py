@@ -30,8 +30,11 @@ workers of a Dask cluster instead (one run per worker).
 ``--results``) ``report.md``, ``report.csv`` and ``report.png`` in each: per row mean ± s.d. of
 PublicTest accuracy and macro F1, seeds, Δ against the reference row with its 95 % CI (paired over
 seeds), the paired t-test with Holm's correction over the plan's comparisons, and the paper's Δ
-(:mod:`pipelines.plan_stats`). ``--power`` prints the seed-to-seed s.d. of the paired differences
-and the seeds needed to detect ``--delta`` points at alpha 0.05 with power 0.8.
+(:mod:`pipelines.plan_report`); with ``--doc docs/results.md`` it also rewrites that file's block
+between the plan-report markers with every plan's table and figure and, for each ``<plan>_<recipe>``
+beside ``<plan>``, whether the short recipe ranks the rows as the full one does. ``--compare SHORT
+FULL`` prints that comparison alone. ``--power`` prints the seed-to-seed s.d. of the paired
+differences and the seeds needed to detect ``--delta`` points at alpha 0.05 with power 0.8.
 """
 
 from __future__ import annotations
@@ -47,13 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import runtime
 from .errors import run_cli
-from .plan_results import (comparable, config_diff, is_finished, local_run_state, result_state,
-                           run_seconds, stored_config, store_result)
-from .plan_stats import holm, paired_delta, pooled_sd, seeds_needed
+from .plan_report import (plan_folders, power_table, rank_agreement, ranking_markdown, update_doc,
+                          write_report)
+from .plan_results import (comparable, config_diff, local_run_state, result_state, run_seconds,
+                           stored_config, store_result)
 from .run_dir import RunDir
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
@@ -383,194 +385,6 @@ def _cuda_available() -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# report
-# ------------------------------------------------------------------------------------------------
-def collect(folder: Path) -> tuple[dict, list[dict]]:
-    """(plan, one record per finished run) of a results folder (or a runs folder): the
-    ``plan.json`` there says the rows, seeds and overrides; a run whose ``config.json`` does not
-    match the plan's resolved config for its (row, seed) is left out, with a warning."""
-    folder = Path(folder)
-    if not (folder / "plan.json").is_file():
-        raise FileNotFoundError(f"{folder}: no plan.json (not a plan's results folder)")
-    plan = json.loads((folder / "plan.json").read_text())
-    plan.setdefault("label", folder.name)
-    extra = plan.get("set", {})
-    records = []
-    for row in plan["rows"]:
-        over = {**plan.get("base", {}), **row.get("overrides", {}), **extra}
-        for d in sorted((folder / row["name"]).glob("s*")):
-            if not d.name[1:].isdigit() or not is_finished(d):
-                continue
-            seed = int(d.name[1:])
-            expected = Run(row["name"], seed, d, over).expected()
-            got = stored_config(d)
-            if got is not None and got != expected:
-                print(f"{d}: config differs from the plan ({', '.join(config_diff(got, expected))}); "
-                      "left out of the report", file=sys.stderr)
-                continue
-            s = json.loads(RunDir(d).metrics_json.read_text())["summary"]
-            records.append({
-                "plan": plan["label"], "row": row["name"], "seed": seed,
-                "acc": s.get("best_PublicTest_acc", s.get("best_val_acc")),
-                "f1": s.get("best_PublicTest_f1", s.get("best_val_f1")),
-                "private_acc": s.get("best_PrivateTest_acc"), "epochs": s.get("epochs_run"),
-            })
-    return plan, records
-
-
-def summarize(plan: dict, records: list[dict]) -> list[dict]:
-    """Per row: seeds, mean/s.d. of PublicTest accuracy (%) and macro F1, the paired Δ accuracy
-    against the reference row with its 95 % CI and p, Holm's p over the plan's comparisons, Δ F1,
-    and the paper's Δ (the row's ``paper_delta`` in the plan)."""
-    by_row: dict[str, dict[int, dict]] = {}
-    for r in records:
-        by_row.setdefault(r["row"], {})[r["seed"]] = r
-    ref = by_row.get(plan["reference"], {})
-    out = []
-    for row in plan["rows"]:
-        runs = by_row.get(row["name"], {})
-        if not runs:
-            continue
-        acc = np.array([r["acc"] for r in runs.values()], float) * 100
-        f1 = np.array([r["f1"] for r in runs.values()], float)
-        shared = sorted(set(runs) & set(ref))
-        is_ref = row["name"] == plan["reference"]
-        d = paired_delta([runs[s]["acc"] * 100 for s in shared], [ref[s]["acc"] * 100 for s in shared]) \
-            if shared and not is_ref else {"n": 0, "mean": None, "lo": None, "hi": None, "p": None, "sd": None}
-        df1 = paired_delta([runs[s]["f1"] for s in shared], [ref[s]["f1"] for s in shared]) \
-            if shared and not is_ref else {"mean": None}
-        out.append({
-            "plan": plan.get("label", Path(plan.get("path", "")).stem), "row": row["name"],
-            "reference": is_ref, "n_seeds": len(runs),
-            "acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-            "f1_mean": float(f1.mean()), "f1_std": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0,
-            "paired_seeds": d["n"], "delta_acc": d["mean"], "delta_lo": d["lo"], "delta_hi": d["hi"],
-            "delta_sd": d["sd"], "paired_p": d["p"], "delta_f1": df1["mean"],
-            "paper_delta": row.get("paper_delta"),
-        })
-    for r, p in zip(out, holm([r["paired_p"] for r in out])):
-        r["holm_p"] = p
-        r["significant"] = p is not None and p < 0.05
-    return out
-
-
-def _fmt(v, spec: str, none: str = "") -> str:
-    return none if v is None else format(v, spec)
-
-
-def report_markdown(rows: list[dict]) -> str:
-    """The report table (one plan) and its legend, markdown."""
-    lines = ["| row | seeds | PublicTest acc (%) | macro F1 | Δ acc vs reference (pp) [95 % CI] | "
-             "p (paired t) | p (Holm) | Δ F1 | paper Δ (pp) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        if r["reference"]:
-            delta = "reference"
-        elif r["delta_acc"] is None:
-            delta = "no shared seeds"
-        else:
-            ci = "" if r["delta_lo"] is None else f" [{r['delta_lo']:+.2f}, {r['delta_hi']:+.2f}]"
-            delta = f"{r['delta_acc']:+.2f}{ci}"
-        lines.append(
-            f"| {r['row']} | {r['n_seeds']} | {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | "
-            f"{r['f1_mean']:.4f} ± {r['f1_std']:.4f} | {delta} | {_fmt(r['paired_p'], '.2g')} | "
-            f"{_fmt(r['holm_p'], '.2g')}{' *' if r['significant'] else ''} | "
-            f"{_fmt(r['delta_f1'], '+.4f')} | {_fmt(r['paper_delta'], '+.2f', '–')} |")
-    note = ("\nMean ± s.d. over seeds of the best-on-PublicTest checkpoint. Δ = mean paired difference "
-            "to the reference row over the seeds both ran, with its 95 % confidence interval (paired "
-            "t); p (Holm) corrects the paired t-test for the plan's number of comparisons; * = Holm "
-            "p < 0.05. Paper Δ: the BioNIC paper's single-feature ablation (– where it gives none).\n")
-    return "\n".join(lines) + "\n" + note
-
-
-def write_report(folder: Path, dest: Path | None = None) -> Path:
-    """``report.md``, ``report.csv`` and ``report.png`` of one plan's results folder (into
-    ``dest``, default the folder itself)."""
-    import pandas as pd
-
-    plan, records = collect(folder)
-    rows = summarize(plan, records)
-    if not rows:
-        raise ValueError(f"{folder}: no finished runs")
-    dest = Path(dest or folder)
-    dest.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(dest / "report.csv", index=False)
-    title = f"## {plan['label']} (reference: {plan['reference']})\n\n"
-    (dest / "report.md").write_text(title + report_markdown(rows))
-    _plot(rows, plan, dest / "report.png")
-    return dest / "report.md"
-
-
-def _plot(rows: list[dict], plan: dict, path: Path) -> None:
-    """Left: accuracy mean ± s.d. per row; right: Δ vs the reference with its 95 % CI, the
-    paper's Δ as a cross."""
-    from matplotlib.figure import Figure
-
-    n = len(rows)
-    fig = Figure(figsize=(11, 1.2 + 0.38 * n), constrained_layout=True)
-    ax_a, ax_d = fig.subplots(1, 2, sharey=True)
-    y = np.arange(n)[::-1]
-    ax_a.errorbar([r["acc_mean"] for r in rows], y, xerr=[r["acc_std"] for r in rows], fmt="o",
-                  color="#333", capsize=3)
-    ax_a.set_yticks(y, [r["row"] for r in rows], fontsize=8)
-    ax_a.set_xlabel("PublicTest accuracy (%), mean ± s.d. over seeds")
-    for yi, r in zip(y, rows):
-        if r["delta_acc"] is None:
-            continue
-        lo = r["delta_lo"] if r["delta_lo"] is not None else r["delta_acc"]
-        hi = r["delta_hi"] if r["delta_hi"] is not None else r["delta_acc"]
-        ax_d.errorbar([r["delta_acc"]], [yi], xerr=[[r["delta_acc"] - lo], [hi - r["delta_acc"]]],
-                      fmt="o", capsize=3, color="#c0392b" if r["significant"] else "#4a7ab5")
-        if r["paper_delta"] is not None:
-            ax_d.plot([r["paper_delta"]], [yi], "x", color="k", ms=7)
-    ax_d.axvline(0, color="#999", lw=1)
-    ax_d.set_xlabel(f"Δ accuracy vs {plan['reference']} (pp), 95 % CI; x = paper; red = Holm p < 0.05")
-    fig.suptitle(f"{plan['label']}: {n} rows")
-    fig.savefig(path, dpi=120)
-
-
-def plan_folders(targets: list[str], results: Path) -> list[Path]:
-    """Results folders: each target a folder, or a plan label under ``results``; none: every
-    folder of ``results`` holding a ``plan.json``."""
-    if not targets:
-        found = sorted(p.parent for p in Path(results).glob("*/plan.json"))
-        if not found:
-            raise FileNotFoundError(f"{results}: no plan results (no */plan.json)")
-        return found
-    out = []
-    for t in targets:
-        p = Path(t)
-        if not p.is_dir():
-            p = Path(results) / Path(t).stem
-        if not (p / "plan.json").is_file():
-            raise FileNotFoundError(f"{t}: no plan results there (looked for {p / 'plan.json'})")
-        out.append(p)
-    return out
-
-
-def power_table(folder: Path, delta: float, alpha: float = 0.05, power: float = 0.8) -> str:
-    """The seed-to-seed s.d. of paired differences (accuracy, pp) of each comparison in a plan's
-    results, pooled, and the seeds needed to detect ``delta`` (:mod:`pipelines.plan_stats`)."""
-    plan, records = collect(folder)
-    rows = [r for r in summarize(plan, records) if r["delta_sd"] is not None and r["delta_sd"] > 0]
-    if not rows:
-        raise ValueError(f"{folder}: no comparison with 2 or more paired seeds yet")
-    by = {(r["row"], r["seed"]): r["acc"] * 100 for r in records}
-    diffs = [[by[(r["row"], s)] - by[(plan["reference"], s)] for s in sorted({k[1] for k in by})
-              if (r["row"], s) in by and (plan["reference"], s) in by] for r in rows]
-    lines = [f"{plan['label']}: paired differences to {plan['reference']} (PublicTest accuracy, pp); "
-             f"seeds to detect |Δ| = {delta} pp, two-sided paired t, alpha {alpha}, power {power}",
-             f"{'row':32s} {'pairs':>5s} {'mean Δ':>8s} {'s.d. Δ':>8s} {'seeds':>6s}"]
-    for r in rows:
-        lines.append(f"{r['row']:32s} {r['paired_seeds']:5d} {r['delta_acc']:+8.2f} {r['delta_sd']:8.2f} "
-                     f"{seeds_needed(r['delta_sd'], delta, alpha, power):6d}")
-    sd = pooled_sd(diffs)
-    lines.append(f"{'pooled':32s} {sum(len(d) for d in diffs):5d} {'':8s} {sd:8.2f} "
-                 f"{seeds_needed(sd, delta, alpha, power):6d}")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.experiments", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -589,13 +403,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", nargs="*", metavar="DIR", default=None,
                     help="write the report of these results folders (or plan labels; none: all)")
     ap.add_argument("--report-out", default=None, help="report folder (default: each results folder)")
+    ap.add_argument("--doc", default=None, metavar="MARKDOWN", help="with --report: also rewrite the "
+                    "block between the plan-report markers of this file (e.g. docs/results.md)")
+    ap.add_argument("--compare", nargs=2, metavar=("SHORT", "FULL"), default=None,
+                    help="does recipe SHORT (e.g. controls_screen) rank the rows as FULL (controls) does")
     ap.add_argument("--power", metavar="DIR_OR_PLAN", default=None,
                     help="seeds needed to detect --delta, from a plan's results")
     ap.add_argument("--delta", type=float, default=0.5, help="difference for --power (pp, default 0.5)")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     ns = ap.parse_args(argv)
-    if not (ns.plan or ns.report is not None or ns.power):
-        ap.error("give --plan, --report or --power")
+    if not (ns.plan or ns.report is not None or ns.power or ns.compare):
+        ap.error("give --plan, --report, --power or --compare")
+    if ns.doc and ns.report is None:
+        ap.error("--doc goes with --report")
     return run_cli("experiments", lambda: _main(ns), debug=ns.debug)
 
 
@@ -610,6 +430,13 @@ def _main(ns: argparse.Namespace) -> int:
             path = write_report(folder, dest)
             print(path.read_text())
             print(f"report: {path} (+ report.csv, report.png)")
+        if ns.doc:
+            update_doc(Path(ns.doc), plan_folders(ns.report, results))
+            print(f"{ns.doc}: plan-report block rewritten")
+        return 0
+    if ns.compare:
+        short, full = plan_folders(ns.compare, results)
+        print(ranking_markdown(rank_agreement(short, full)))
         return 0
     plan = select_rows(load_plan(ns.plan), ns.rows)
     extra = plan_overrides(plan, ns.recipe, _parse_set(ns.set))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines import experiments as ex
+from pipelines import plan_report as rep
 from pipelines.config import Config
 from tests.conftest import shared_path
 
@@ -67,8 +68,8 @@ def test_report_means_deltas_ci_holm_and_paper(tmp_path):
         _fake_run(tmp_path, "full", s, a, 0.55)
         _fake_run(tmp_path, "worse", s, a - 0.05 - 0.001 * s, 0.50, {"augment": False})  # 5 pp lower
         _fake_run(tmp_path, "same", s, a + (0.004, -0.005, 0.001)[s - 1], 0.55, {"dale": False})
-    ex.write_report(tmp_path)
-    rows = {r["row"]: r for r in ex.summarize(*ex.collect(tmp_path))}
+    rep.write_report(tmp_path)
+    rows = {r["row"]: r for r in rep.summarize(*rep.collect(tmp_path))}
     assert rows["full"]["acc_mean"] == pytest.approx(60.5) and rows["full"]["n_seeds"] == 3
     w = rows["worse"]
     d = np.array([-5.1, -5.2, -5.3])
@@ -95,7 +96,7 @@ def test_report_leaves_out_a_result_of_another_config(tmp_path, capsys):
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     _fake_run(tmp_path, "a", 1, 0.5, 0.4)
     _fake_run(tmp_path, "b", 1, 0.6, 0.4, {"lr": 0.02})     # run with another lr than the plan says
-    plan_, records = ex.collect(tmp_path)
+    plan_, records = rep.collect(tmp_path)
     assert [r["row"] for r in records] == ["a"]
     assert "config differs from the plan (lr)" in capsys.readouterr().err
 
