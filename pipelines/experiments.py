@@ -22,8 +22,11 @@ whose committed result has the plan's config (minus the fields that do not chang
 its result replaced, never reused. A local run of the same config resumes from its ``last.pt``;
 one of another config is moved aside (``<dir>.stale-<time>``). Progress over the whole plan (runs
 done / running / left, ETA from the finished runs' durations) is printed as each run ends.
-``--jobs N`` runs N at a time, each with ``max(1, free cores // N)`` threads (measured once before
-they start); on a GPU they run one after another. ``--scheduler ADDRESS`` sends the runs to the
+A run whose config and seed match a committed result of another plan (the ablations' ``full``
+row is the controls' ``connectome`` row) is not trained again: that result is copied, its
+``run.json`` naming the source (``--no-reuse`` trains it anyway). ``--jobs N`` runs N at a time,
+each with ``max(1, free cores // N)`` threads (measured once before they start); on a GPU they run
+one after another. ``--scheduler ADDRESS`` sends the runs to the
 workers of a Dask cluster instead (one run per worker).
 
 ``--report [DIR|LABEL ...]`` rebuilds from the results folders alone (default: every plan under
@@ -54,8 +57,8 @@ from . import runtime
 from .errors import run_cli
 from .plan_report import (plan_folders, power_table, rank_agreement, ranking_markdown, update_doc,
                           write_report)
-from .plan_results import (comparable, config_diff, local_run_state, result_state, run_seconds,
-                           stored_config, store_result)
+from .plan_results import (comparable, config_diff, find_same_result, local_run_state, result_state,
+                           reuse_result, run_seconds, stored_config, store_result)
 from .run_dir import RunDir
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
@@ -272,16 +275,26 @@ def _timed_execute(cmd: list[str], log: str, cwd: str) -> tuple[int, float]:
     return _execute(cmd, log, cwd), time.time() - t0
 
 
-def _prepare(runs: list[Run], say) -> tuple[list[Run], list[tuple[Run, bool]]]:
+def _prepare(runs: list[Run], say, reuse: bool = True) -> tuple[list[Run], list[tuple[Run, bool]]]:
     """(committed runs, [(run to launch, resume?)]): finished local runs of the same config are
-    stored as results and count as committed; a run folder of another config is moved aside to
-    ``<dir>.stale-<time>`` (never reused); a changed committed result is re-run."""
+    stored as results and count as committed; so is, with ``reuse``, a committed result of another
+    plan with the same config and seed (copied, its ``run.json`` naming the source); a run folder of
+    another config is moved aside to ``<dir>.stale-<time>`` (never reused); a changed committed
+    result is re-run."""
     committed, todo = [], []
     for r in runs:
         st = r.status()
         if st == "committed":
             committed.append(r)
             continue
+        if reuse and st == "new" and r.result is not None:
+            root = r.result.parent.parent.parent
+            src = find_same_result(root, r.expected(), exclude=r.result)
+            if src is not None:
+                reuse_result(src, r.result, root)
+                say(f"{r.row}/s{r.seed}: same config and seed as {src.relative_to(root)}: result reused")
+                committed.append(r)
+                continue
         if r.result is not None and result_state(r.result, r.expected()) == "changed":
             diff = config_diff(stored_config(r.result) or {}, r.expected())
             say(f"{r.row}/s{r.seed}: committed result has another config ({', '.join(diff)}): re-running")
@@ -301,9 +314,10 @@ def _prepare(runs: list[Run], say) -> tuple[list[Run], list[tuple[Run, bool]]]:
 
 def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: dict | None = None,
              scheduler: str | None = None, progress: bool = True, results: Path | None = None,
-             label: str | None = None) -> dict[str, str]:
+             label: str | None = None, reuse: bool = True) -> dict[str, str]:
     """Run (or resume, or skip) every run of ``plan``; store each finished run's result under
-    ``results/<label>/``; returns {run dir: final status}."""
+    ``results/<label>/`` (``reuse``: copying a committed result of the same config and seed from
+    another plan instead of training it again); returns {run dir: final status}."""
     say = print if progress else (lambda *a, **k: None)
     label = label or plan_label(plan)
     res_dir = None if results is None else Path(results) / label
@@ -313,7 +327,7 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
               "label": label, "seeds": seeds, "set": extra or {}}
     _write_json(out / "plan.json", record)
     runs = expand(plan, seeds, out, extra, res_dir)
-    committed, todo = _prepare(runs, say)
+    committed, todo = _prepare(runs, say, reuse)
     if res_dir is not None:
         _write_json(res_dir / "plan.json", record)
     on_gpu = _cuda_available()
@@ -398,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all; the "
                     "reference is always kept)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time on the CPU")
+    ap.add_argument("--no-reuse", action="store_true", help="train a run even when another plan's "
+                    "committed result has its config and seed (default: copy that result)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override for every run")
     ap.add_argument("--scheduler", default=None, help="Dask scheduler address: send runs to its workers")
     ap.add_argument("--report", nargs="*", metavar="DIR", default=None,
@@ -443,7 +459,7 @@ def _main(ns: argparse.Namespace) -> int:
     label = ns.name or plan_label(plan, ns.recipe)
     out = Path(ns.out or f"runs/{label}")
     status = run_plan(plan, list(range(1, ns.seeds + 1)), out, jobs=ns.jobs, extra=extra,
-                      scheduler=ns.scheduler, results=results, label=label)
+                      scheduler=ns.scheduler, results=results, label=label, reuse=not ns.no_reuse)
     left = [k for k, v in status.items() if v != "done"]
     print(f"{len(status) - len(left)}/{len(status)} runs finished" + (f"; unfinished: {left}" if left else ""))
     return 0 if not left else 1

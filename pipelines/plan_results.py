@@ -124,6 +124,43 @@ def store_result(run: Path, dest: Path, seconds: float | None = None) -> Path:
     return dest
 
 
+def find_same_result(results_root: Path, expected: dict[str, Any], exclude: Path | None = None) -> Path | None:
+    """A finished result anywhere under ``results_root`` (``<label>/<row>/s<seed>``) of exactly the
+    :func:`comparable` config ``expected`` (seed included), other than ``exclude``; ``None`` if none.
+    Two plans often share a configuration (the ablations' ``full`` row is the controls'
+    ``connectome`` row): its run is trained once."""
+    exclude = None if exclude is None else Path(exclude).resolve()
+    name = RunDir(".").config.name
+    for cfg in sorted(Path(results_root).glob(f"*/*/s*/{name}")):
+        d = cfg.parent
+        if d.name[1:].isdigit() and d.resolve() != exclude and result_state(d, expected) == "match":
+            return d
+    return None
+
+
+def reuse_result(src: Path, dest: Path, results_root: Path) -> Path:
+    """Copy the stored result ``src`` to ``dest`` (atomically, as :func:`store_result`), its
+    ``run.json`` saying where it came from (``reused_from``, relative to ``results_root``)."""
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    info_path = tmp / RUN_INFO
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    info["reused_from"] = Path(os.path.relpath(src, results_root)).as_posix()
+    info_path.write_text(json.dumps(info, indent=1))
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
 def code_commit() -> str | None:
     """The git commit of this checkout (with ``+dirty`` for uncommitted changes), ``None``
     outside git: recorded beside each result, since a change of code is not a change of config."""

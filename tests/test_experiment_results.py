@@ -86,6 +86,36 @@ def test_results_are_committed_and_finish_on_another_machine(tmp_path, tiny_base
     assert json.loads((results / "tiny" / "no_dale" / "s1" / "config.json").read_text())["lr"] == 1e-3
 
 
+def test_a_run_shared_by_two_plans_is_trained_once(tmp_path, tiny_base, monkeypatch):
+    results = tmp_path / "results"
+    ctl, abl = tmp_path / "ctl.json", tmp_path / "abl.json"
+    ctl.write_text(json.dumps({"base": tiny_base, "reference": "connectome", "rows": [
+        {"name": "connectome", "overrides": {"mask": "connectome"}}]}))
+    abl.write_text(json.dumps({"base": tiny_base, "reference": "full", "rows": [
+        {"name": "full", "overrides": {}}, {"name": "no_dale", "overrides": {"dale": False}}]}))
+    launched: list = []
+    monkeypatch.setattr(ex, "_execute", _in_process(launched))
+    monkeypatch.setattr(ex.runtime, "default_threads", lambda local_processes=1: 1)
+    common = ["--seeds", "1", "--results", str(results)]
+    assert ex.main(["--plan", str(ctl), *common, "--out", str(tmp_path / "r1")]) == 0
+    launched.clear()
+    assert ex.main(["--plan", str(abl), *common, "--out", str(tmp_path / "r2")]) == 0
+    # 'full' is 'connectome' (the default mask): copied, not trained; 'no_dale' trained
+    assert [c[c.index("--out") + 1] for c in launched] == [str(tmp_path / "r2" / "no_dale" / "s1")]
+    src, dst = results / "ctl" / "connectome" / "s1", results / "abl" / "full" / "s1"
+    assert json.loads((dst / "run.json").read_text())["reused_from"] == "ctl/connectome/s1"
+    assert (dst / "metrics.json").read_text() == (src / "metrics.json").read_text()
+    assert not list((results / "abl").glob(".*"))                   # no temporary folder left
+    # --no-reuse trains it (another plan label, so nothing of its own is committed yet)
+    launched.clear()
+    assert ex.main(["--plan", str(abl), *common, "--name", "abl2", "--rows", "full", "--no-reuse",
+                    "--out", str(tmp_path / "r3")]) == 0
+    assert [c[c.index("--out") + 1] for c in launched] == [str(tmp_path / "r3" / "full" / "s1")]
+    # a result of another seed or config is never taken
+    other = pr.find_same_result(results, ex.Run("full", 2, tmp_path, tiny_base).expected())
+    assert other is None
+
+
 def test_ignored_fields_do_not_force_a_rerun():
     run = ex.Run("a", 1, Path("/x/a/s1"), {"preset": "paper"})
     moved = ex.Run("a", 1, Path("/elsewhere/s1"), {"preset": "paper", "threads": 7, "progress": False,
