@@ -506,6 +506,21 @@ def _projection_module(pp: ProjectionPlan, spec: ColumnSpec, src_ei: np.ndarray,
                         generator=gen, device=device, dtype=dtype)
 
 
+def plan_column(graph: ConnectomeGraph | nx.DiGraph,
+                spec: ColumnSpec | None = None) -> tuple[list[LayerPlan], list[ProjectionPlan]]:
+    """The layers (units, E/I, inhibitory input) and projections (edge lists) a column of ``spec``
+    has on ``graph``, with the null-model transform applied: what :func:`compile_column` builds,
+    before any weight exists (for inspecting masks: fan-ins, edge counts)."""
+    spec = spec or ColumnSpec.bionic()
+    if isinstance(graph, ConnectomeGraph):
+        if spec.mask in NULL_MODELS:
+            graph = NULL_MODELS[spec.mask](graph, seed=spec.seed)
+        return _plan_neuron_graph(graph, spec)
+    if isinstance(graph, nx.DiGraph):
+        return _plan_type_graph(graph, spec)
+    raise TypeError(f"graph must be a ConnectomeGraph or a networkx DiGraph, got {type(graph)}")
+
+
 def compile_column(
     graph: ConnectomeGraph | nx.DiGraph,
     spec: ColumnSpec | None = None,
@@ -526,16 +541,11 @@ def compile_column(
     """
     spec = spec or ColumnSpec.bionic()
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    plans, projs = plan_column(graph, spec)
     if isinstance(graph, ConnectomeGraph):
-        if spec.mask in NULL_MODELS:
-            graph = NULL_MODELS[spec.mask](graph, seed=spec.seed)
-        plans, projs = _plan_neuron_graph(graph, spec)
         source = "neuron graph" + (f" ({spec.mask} null model)" if spec.mask in NULL_MODELS else "")
-    elif isinstance(graph, nx.DiGraph):
-        plans, projs = _plan_type_graph(graph, spec)
-        source = "type graph (sampled masks)"
     else:
-        raise TypeError(f"graph must be a ConnectomeGraph or a networkx DiGraph, got {type(graph)}")
+        source = "type graph (sampled masks)"
     gen = torch.Generator().manual_seed(int(spec.seed))
     by_name = {p.name: p for p in plans}
     first = plans[0].name
