@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import make_config
 from .plan_results import comparable, config_diff, is_finished, stored_config
-from .plan_stats import holm, paired_delta, pooled_sd, seeds_needed
+from .plan_stats import detectable_delta, holm, paired_delta, pooled_sd, seeds_needed
 from .run_dir import RunDir
 
 #: The markers of the block :func:`update_doc` rewrites.
@@ -197,9 +197,11 @@ def plan_folders(targets: list[str], results: Path) -> list[Path]:
     return out
 
 
-def power_table(folder: Path, delta: float, alpha: float = 0.05, power: float = 0.8) -> str:
+def power_table(folder: Path, delta: float, alpha: float = 0.05, power: float = 0.8,
+                seeds: tuple[int, ...] = (3, 5, 10)) -> str:
     """The seed-to-seed s.d. of paired differences (accuracy, pp) of each comparison in a plan's
-    results, pooled, and the seeds needed to detect ``delta`` (:mod:`pipelines.plan_stats`)."""
+    results, pooled; the seeds needed to detect ``delta``; and the smallest difference that
+    ``seeds`` paired seeds detect, at the pooled s.d. (:mod:`pipelines.plan_stats`)."""
     plan, records = collect(folder)
     rows = [r for r in summarize(plan, records) if r["delta_sd"] is not None and r["delta_sd"] > 0]
     if not rows:
@@ -216,6 +218,8 @@ def power_table(folder: Path, delta: float, alpha: float = 0.05, power: float = 
     sd = pooled_sd(diffs)
     lines.append(f"{'pooled':32s} {sum(len(d) for d in diffs):5d} {'':8s} {sd:8.2f} "
                  f"{seeds_needed(sd, delta, alpha, power):6d}")
+    lines.append("smallest |Δ| detected at the pooled s.d.: " + ", ".join(
+        f"{n} seeds {detectable_delta(n, sd, alpha, power):.2f} pp" for n in seeds))
     return "\n".join(lines)
 
 

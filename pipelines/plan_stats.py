@@ -92,6 +92,20 @@ def seeds_needed(sd: float, delta: float, alpha: float = 0.05, power: float = 0.
     return n
 
 
+def detectable_delta(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference (same units as ``sd``) that ``n`` paired seeds detect with
+    probability ``power``: the root of :func:`paired_power` ``(n, delta, sd) = power`` in delta."""
+    if n < 2 or not sd > 0:
+        raise ValueError(f"need n >= 2 and sd > 0, got n={n}, sd={sd}")
+    lo, hi = 0.0, sd
+    while paired_power(n, hi, sd, alpha) < power:
+        hi *= 2
+    for _ in range(60):                                   # bisection; power rises with delta
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if paired_power(n, mid, sd, alpha) < power else (lo, mid)
+    return hi
+
+
 def pooled_sd(groups: Sequence[Sequence[float]]) -> float | None:
     """:math:`\\sqrt{\\sum_k (n_k - 1) s_k^2 / \\sum_k (n_k - 1)}` over groups of at least 2
     values (the s.d. of paired differences pooled over a plan's comparisons)."""

@@ -232,6 +232,14 @@ def test_seeds_needed_matches_the_power_tables():
     n = ps.seeds_needed(sd=0.8, delta=0.5)
     assert ps.paired_power(n, 0.5, 0.8) >= 0.8 > ps.paired_power(n - 1, 0.5, 0.8)
     assert ps.pooled_sd([[1.0, 3.0], [2.0, 2.0, 2.0], [5.0]]) == pytest.approx(np.sqrt(2 / 3))
+    # the detectable difference inverts the power: 34 pairs at s.d. 1 detect 0.5 (just), and the
+    # normal approximation 2.80 sd / sqrt(n) holds at large n
+    d = ps.detectable_delta(34, 1.0)
+    assert 0.48 < d <= 0.5 and ps.paired_power(34, d, 1.0) == pytest.approx(0.8, abs=1e-6)
+    assert ps.detectable_delta(400, 2.0) == pytest.approx(2.80 * 2.0 / 20, rel=0.02)
+    assert ps.detectable_delta(3, 1.0) > ps.detectable_delta(5, 1.0) > ps.detectable_delta(10, 1.0)
+    with pytest.raises(ValueError, match="n >= 2"):
+        ps.detectable_delta(1, 1.0)
 
 
 def test_power_cli_on_results(tmp_path, capsys):
@@ -251,4 +259,5 @@ def test_power_cli_on_results(tmp_path, capsys):
     assert ex.main(["--power", "ctl", "--results", str(tmp_path / "results"), "--delta", "0.5"]) == 0
     out = capsys.readouterr().out
     sd = float(np.std(diffs, ddof=1))
-    assert f"{sd:8.2f}" in out and f"{ps.seeds_needed(sd, 0.5):6d}" in out.splitlines()[-1]
+    assert f"{sd:8.2f}" in out and f"{ps.seeds_needed(sd, 0.5):6d}" in out.splitlines()[-2]
+    assert f"5 seeds {ps.detectable_delta(5, sd):.2f} pp" in out.splitlines()[-1]
