@@ -156,7 +156,7 @@ def plot(rows: list[dict], plan: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     n = len(rows)
-    fig = Figure(figsize=(11, 1.2 + 0.38 * n), constrained_layout=True)
+    fig = Figure(figsize=(11, 1.5 + 0.38 * n), constrained_layout=True)
     ax_a, ax_d = fig.subplots(1, 2, sharey=True)
     y = np.arange(n)[::-1]
     ax_a.errorbar([r["acc_mean"] for r in rows], y, xerr=[r["acc_std"] for r in rows], fmt="o",
@@ -173,7 +173,8 @@ def plot(rows: list[dict], plan: dict, path: Path) -> None:
         if r["paper_delta"] is not None:
             ax_d.plot([r["paper_delta"]], [yi], "x", color="k", ms=7)
     ax_d.axvline(0, color="#999", lw=1)
-    ax_d.set_xlabel(f"Δ accuracy vs {plan['reference']} (pp), 95 % CI; x = paper; red = Holm p < 0.05")
+    ax_d.set_xlabel(f"Δ accuracy vs {plan['reference']} (pp), 95 % CI\n"
+                    "× = paper's Δ; red = Holm p < 0.05")
     fig.suptitle(f"{plan['label']}: {n} rows")
     fig.savefig(path, dpi=120)
 
