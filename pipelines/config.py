@@ -37,7 +37,8 @@ FLAT: dict[str, tuple[str, str, str]] = {
     "homeostatic_rate": ("column", "homeostatic_rate", "step of the threshold update"),
     "mask": ("column", "mask", "connectome | random | degree_shuffle | label_shuffle | dense"),
     "column_backend": ("column", "backend", "dense | sparse | auto (dense: portable checkpoints)"),
-    "column_seed": ("column", "seed", "seeds masks, null models and the column's initialisation"),
+    "column_seed": ("column", "seed", "seeds masks, null models and the column's initialisation "
+                    "(default: the run's seed)"),
     "aug_flip": ("aug", "flip", "probability of a horizontal flip"),
     "aug_rotate": ("aug", "rotate_deg", "rotation uniform in [-r, r] degrees"),
     "aug_scale": ("aug", "scale", "scale uniform in [1 - s, 1 + s]"),
@@ -299,6 +300,11 @@ def add_config_arguments(ap: argparse.ArgumentParser) -> None:
                         help=f"{note + ' ' if note else ''}(default {getattr(defaults, name)!r})")
 
 
+def _sets_column_seed(over: dict[str, Any]) -> bool:
+    col = over.get("column")
+    return "column_seed" in over or isinstance(col, ColumnSpec) or (isinstance(col, dict) and "seed" in col)
+
+
 def make_config(overrides: dict[str, Any], base: Config | None = None) -> Config:
     """``base`` (or the defaults with ``overrides["preset"]`` applied first), then ``overrides``
     (flat or nested names), validated. The one path from options, plans and presets to a Config."""
@@ -310,6 +316,10 @@ def make_config(overrides: dict[str, Any], base: Config | None = None) -> Config
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         cfg = replace(cfg, **PRESETS[preset], preset=preset)
     cfg = replace(cfg, **over)
+    if base is None and not _sets_column_seed(over):
+        # one seed varies the whole run: the column's masks, null-model draw and initialisation
+        # follow the run's seed unless column_seed is given
+        cfg = replace(cfg, column_seed=cfg.seed)
     if not cfg.out:
         cfg = replace(cfg, out=f"runs/{cfg.preset}-s{cfg.seed}")
     validate(cfg)

@@ -122,7 +122,7 @@ def test_ignored_fields_do_not_force_a_rerun():
                                                    "data": "/other/fer.csv", "eval_batch_size": 8})
     assert run.expected() == moved.expected()
     assert pr.config_diff(run.expected(), ex.Run("a", 2, Path("/x"), {"preset": "paper", "mask": "dense"})
-                          .expected()) == ["column.mask", "seed"]
+                          .expected()) == ["column.mask", "column.seed", "seed"]
 
 
 def test_store_result_is_atomic_and_small(tmp_path):

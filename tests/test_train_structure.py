@@ -13,7 +13,7 @@ import torch
 
 from pipelines import evaluate
 from pipelines import train as train_mod
-from pipelines.config import Config
+from pipelines.config import Config, make_config
 from pipelines.run_dir import RunDir
 from pipelines.runtime import dynamo_fallback, resolve_runtime
 from pipelines.train import LRSchedule, TrainState, main, train
@@ -205,6 +205,12 @@ def test_config_nests_column_spec_and_augmentation_and_flat_options_map_to_them(
     assert cfg.hebbian_rate == 0.0 and cfg.aug_rotate == 3.0               # flat reads
     assert replace(cfg, dale=False).column.dale is False                   # flat replace
     assert cfg.column_spec() is cfg.column and cfg.augment_config() is cfg.aug
+    # one seed varies the whole run: the column's seed follows --seed unless --column_seed is given
+    s3, _ = config_from_args(ap.parse_args(["--preset", "paper", "--seed", "3"]))
+    assert (s3.seed, s3.column.seed) == (3, 3)
+    assert config_from_args(ap.parse_args(["--seed", "3", "--column_seed", "0"]))[0].column.seed == 0
+    assert make_config({"seed": 4, "column": {**s3.column.to_dict()}}).column.seed == 3   # explicit spec kept
+    assert make_config({}, base=s3).column.seed == 3                                       # a saved config kept
     # one validation: the spec's own, named by option
     with pytest.raises(ValueError, match=r"--inhibition_strength 2\.0: inhibition_strength must be in \[0, 1\]"):
         config_from_args(ap.parse_args(["--inhibition_strength", "2"]))
