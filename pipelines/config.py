@@ -307,7 +307,8 @@ def _sets_column_seed(over: dict[str, Any]) -> bool:
 
 def make_config(overrides: dict[str, Any], base: Config | None = None) -> Config:
     """``base`` (or the defaults with ``overrides["preset"]`` applied first), then ``overrides``
-    (flat or nested names), validated. The one path from options, plans and presets to a Config."""
+    (flat or nested names), validated. The one path from options, plans and presets to a Config.
+    Without ``base``, the column's seed is the run's ``seed`` unless the overrides set it."""
     over = dict(overrides)
     cfg = base or Config()
     if base is None:

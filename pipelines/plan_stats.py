@@ -36,7 +36,7 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 
 def paired_delta(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
@@ -76,7 +76,10 @@ def paired_power(n: int, delta: float, sd: float, alpha: float = 0.05) -> float:
     df = n - 1
     tc = stats.t.ppf(1 - alpha / 2, df)
     nc = abs(delta) * math.sqrt(n) / sd
-    return float(stats.nct.sf(tc, df, nc) + stats.nct.cdf(-tc, df, nc))
+    p = float(stats.nct.sf(tc, df, nc) + stats.nct.cdf(-tc, df, nc))
+    if math.isnan(p):       # scipy's noncentral t fails at large noncentrality: the normal limit
+        p = float(stats.norm.sf(tc - nc) + stats.norm.cdf(-tc - nc))
+    return p
 
 
 def seeds_needed(sd: float, delta: float, alpha: float = 0.05, power: float = 0.8,
@@ -97,13 +100,10 @@ def detectable_delta(n: int, sd: float, alpha: float = 0.05, power: float = 0.8)
     probability ``power``: the root of :func:`paired_power` ``(n, delta, sd) = power`` in delta."""
     if n < 2 or not sd > 0:
         raise ValueError(f"need n >= 2 and sd > 0, got n={n}, sd={sd}")
-    lo, hi = 0.0, sd
-    while paired_power(n, hi, sd, alpha) < power:
+    hi = sd
+    while paired_power(n, hi, sd, alpha) < power:       # power rises with delta: bracket the root
         hi *= 2
-    for _ in range(60):                                   # bisection; power rises with delta
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if paired_power(n, mid, sd, alpha) < power else (lo, mid)
-    return hi
+    return float(optimize.brentq(lambda d: paired_power(n, d, sd, alpha) - power, 0.0, hi, xtol=1e-9))
 
 
 def pooled_sd(groups: Sequence[Sequence[float]]) -> float | None:

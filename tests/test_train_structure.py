@@ -209,8 +209,9 @@ def test_config_nests_column_spec_and_augmentation_and_flat_options_map_to_them(
     s3, _ = config_from_args(ap.parse_args(["--preset", "paper", "--seed", "3"]))
     assert (s3.seed, s3.column.seed) == (3, 3)
     assert config_from_args(ap.parse_args(["--seed", "3", "--column_seed", "0"]))[0].column.seed == 0
-    assert make_config({"seed": 4, "column": {**s3.column.to_dict()}}).column.seed == 3   # explicit spec kept
-    assert make_config({}, base=s3).column.seed == 3                                       # a saved config kept
+    assert make_config({"seed": 4, "column": s3.column.to_dict()}).column.seed == 3       # explicit spec kept
+    saved = make_config({"seed": 5, "column_seed": 0})
+    assert make_config({}, base=saved).column.seed == 0                                  # a saved config kept
     # one validation: the spec's own, named by option
     with pytest.raises(ValueError, match=r"--inhibition_strength 2\.0: inhibition_strength must be in \[0, 1\]"):
         config_from_args(ap.parse_args(["--inhibition_strength", "2"]))
