@@ -18,6 +18,7 @@ A results folder (``results/<label>/``) holds the plan (``plan.json``) and one f
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -234,6 +235,7 @@ def rank_agreement(short: Path, full: Path) -> dict:
     Returns ``{"short", "full", "rows": [...], "n", "spearman", "spearman_p", "kendall",
     "kendall_p", "same_sign", "compared"}``: per row the mean PublicTest accuracy (%) and its rank
     (1 = best) in each, and the paired Δ against the reference in each; ρ and τ of the two rankings
+    (ρ's p exact by :func:`spearman_exact_p` up to 8 rows, τ's exact from scipy)
     (``None`` below 3 rows); ``same_sign`` counts the non-reference rows whose Δ has the same sign in
     both (``compared`` of them have a Δ in both)."""
     from scipy import stats
@@ -269,9 +271,28 @@ def rank_agreement(short: Path, full: Path) -> dict:
     if len(both) >= 3:
         a, b = [rows_s[n]["acc_mean"] for n in both], [rows_f[n]["acc_mean"] for n in both]
         rho, p_rho = stats.spearmanr(a, b)
+        if len(both) <= EXACT_SPEARMAN_MAX_ROWS:
+            p_rho = spearman_exact_p(a, b)
         tau, p_tau = stats.kendalltau(a, b)
         out.update(spearman=float(rho), spearman_p=float(p_rho), kendall=float(tau), kendall_p=float(p_tau))
     return out
+
+
+EXACT_SPEARMAN_MAX_ROWS = 8  # 8! = 40,320 pairings: enumerated at once
+
+
+def spearman_exact_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p of Spearman's ρ between ``a`` and ``b`` (n values each) by enumerating all n!
+    pairings of their ranks: the share whose |ρ| reaches the observed one. scipy's t approximation
+    gives p = 0 for ρ = ±1 at any n; exactly, 4 rows ranked alike have p = 2/4! = 0.083."""
+    from scipy import stats
+
+    ra, rb = stats.rankdata(np.asarray(a, float)), stats.rankdata(np.asarray(b, float))
+    perms = np.array(list(itertools.permutations(rb)))            # (n!, n)
+    ra, perms = ra - ra.mean(), perms - perms.mean(axis=1, keepdims=True)
+    rho = perms @ ra / (np.linalg.norm(ra) * np.linalg.norm(perms, axis=1))  # (n!,)
+    observed = abs(float(stats.spearmanr(a, b)[0]))
+    return float(np.mean(np.abs(rho) >= observed - 1e-12))
 
 
 def _summary(folder: Path) -> tuple[dict, dict[str, dict]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -117,3 +118,23 @@ def test_cli_report_with_doc_and_compare(two_recipes, tmp_path, capsys):
     assert "Spearman" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         ex.main(["--doc", str(doc)])
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_spearman_p_is_exact_for_few_rows(n):
+    # rows ranked alike: of the n! pairings only that one and its reverse reach |rho| = 1
+    a = [float(i) for i in range(n)]
+    assert rep.spearman_exact_p(a, [2 * x + 1 for x in a]) == pytest.approx(2 / np.prod(range(1, n + 1)))
+    # scipy's t approximation calls the same ranking certain
+    assert stats.spearmanr(a, [2 * x + 1 for x in a])[1] < 1e-6
+    # an unrelated ranking is far from significant
+    if n == 5:
+        assert rep.spearman_exact_p(a, [2.0, 4.0, 0.0, 3.0, 1.0]) > 0.5
+
+
+def test_rank_agreement_reports_the_exact_spearman_p(two_recipes):
+    agr = rep.rank_agreement(*two_recipes)
+    a = [50.5, 49.75, 48.5, 41.0]
+    b = [60 + 1 / 3, 58.5, 61.0, 50 + 1 / 3]
+    assert agr["spearman_p"] == pytest.approx(rep.spearman_exact_p(a, b))
+    assert agr["spearman_p"] > stats.spearmanr(a, b)[1]
