@@ -18,7 +18,6 @@ A results folder (``results/<label>/``) holds the plan (``plan.json``) and one f
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -282,17 +281,14 @@ EXACT_SPEARMAN_MAX_ROWS = 8  # 8! = 40,320 pairings: enumerated at once
 
 
 def spearman_exact_p(a: list[float], b: list[float]) -> float:
-    """Two-sided p of Spearman's ρ between ``a`` and ``b`` (n values each) by enumerating all n!
-    pairings of their ranks: the share whose |ρ| reaches the observed one. scipy's t approximation
-    gives p = 0 for ρ = ±1 at any n; exactly, 4 rows ranked alike have p = 2/4! = 0.083."""
+    """Two-sided p of Spearman's ρ between ``a`` and ``b`` (n values each), exact: ρ is Pearson's r
+    of the ranks, and scipy's permutation test enumerates all n! pairings (0.2 s at n = 8).
+    scipy's ``spearmanr`` uses a t approximation that gives p = 0 for ρ = ±1 at any n; exactly,
+    4 rows ranked alike have p = 2/4! = 0.083."""
     from scipy import stats
 
-    ra, rb = stats.rankdata(np.asarray(a, float)), stats.rankdata(np.asarray(b, float))
-    perms = np.array(list(itertools.permutations(rb)))            # (n!, n)
-    ra, perms = ra - ra.mean(), perms - perms.mean(axis=1, keepdims=True)
-    rho = perms @ ra / (np.linalg.norm(ra) * np.linalg.norm(perms, axis=1))  # (n!,)
-    observed = abs(float(stats.spearmanr(a, b)[0]))
-    return float(np.mean(np.abs(rho) >= observed - 1e-12))
+    ranks = [stats.rankdata(np.asarray(x, float)) for x in (a, b)]
+    return float(stats.pearsonr(*ranks, method=stats.PermutationMethod(n_resamples=np.inf)).pvalue)
 
 
 def _summary(folder: Path) -> tuple[dict, dict[str, dict]]:
