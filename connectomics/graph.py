@@ -212,6 +212,17 @@ class ConnectomeGraph:
             num_nodes=self.n_nodes,
         )
 
+    def checksum(self) -> str:
+        """sha256 (hex) of the node and edge tables (column names, values and index): what a
+        checkpoint records to name the graph its column was compiled from."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for table in (self.nodes, self.edges):
+            h.update(str(list(table.columns)).encode())
+            h.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
+        return h.hexdigest()
+
     # -- files --------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write the graph files (each atomically) into ``folder``."""

@@ -209,18 +209,8 @@ def column_spec_of(model: nn.Module) -> dict[str, Any] | None:
 
 
 def graph_checksum(graph: Any) -> str:
-    """sha256 (hex) of a connectome graph's node and edge tables (values and index)."""
-    import hashlib
-
-    import pandas as pd
-
-    if graph is None:
-        return ""
-    h = hashlib.sha256()
-    for table in (graph.nodes, graph.edges):
-        h.update(str(list(table.columns)).encode())
-        h.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
-    return h.hexdigest()
+    """:meth:`connectomics.graph.ConnectomeGraph.checksum`, ``""`` without a graph."""
+    return "" if graph is None else graph.checksum()
 
 
 def load_run_graph(run: Any, cfg: Config, checksum: str = "") -> Any:
