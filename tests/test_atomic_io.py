@@ -47,8 +47,3 @@ def test_sha256_of_reads_in_chunks(tmp_path):
     (tmp_path / "f").write_bytes(data)
     assert sha256_of(tmp_path / "f", chunk=1024) == hashlib.sha256(data).hexdigest()
 
-
-def test_cache_still_exports_the_helpers():
-    import connectomics.cache as cache
-
-    assert cache.atomic_path is atomic_path and cache.sha256_of is sha256_of

@@ -18,7 +18,7 @@ from connectomics.sources.column import SNAPSHOT_DIR, ColumnSource, SnapshotInte
 from graphnet import ColumnSpec, compile_column
 from graphnet.inhibition import inhibitory_input
 from graphnet.null_models import degree_shuffle, label_shuffle, random_graph
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
 INHIBITORY = {"BC", "MC", "BPC", "NGC", "Unsure I"}

@@ -11,7 +11,7 @@ import torch
 from pipelines import evaluate
 from pipelines.evaluate import confusion_matrix, report
 from pipelines.train import train
-from tests.conftest import make_folder, synthetic_csv, tiny_cfg
+from tests.helpers import make_folder, synthetic_csv, tiny_cfg
 
 
 def test_report_by_hand():

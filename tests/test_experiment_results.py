@@ -15,7 +15,7 @@ from pipelines import experiments as ex
 from pipelines import plan_results as pr
 from pipelines import plan_stats as ps
 from pipelines import runtime
-from tests.conftest import small_graph, synthetic_csv
+from tests.helpers import small_graph, synthetic_csv
 
 
 # ------------------------------------------------------------------------------------------------

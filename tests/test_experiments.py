@@ -11,7 +11,7 @@ import pytest
 from pipelines import experiments as ex
 from pipelines import plan_report as rep
 from pipelines.config import Config
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def test_shipped_plans_are_valid_overrides():

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipelines.fer2013 import (USAGES, FER2013FormatError, _parse_pixel_block,
                                load_fer2013, read_csv, read_image_folder)
-from tests.conftest import make_folder
+from tests.helpers import make_folder
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FER = SHARED / "data" / "fer2013"

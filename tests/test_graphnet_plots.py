@@ -8,7 +8,7 @@ import pytest
 from graphnet import ColumnSpec, LayerSpec, chain, compile_column
 from graphnet.plots import mask_images
 from graphnet.testing import synthetic_graph
-from tests.conftest import image_data, images
+from tests.helpers import image_data, images
 
 
 def test_mask_images_show_the_compiled_masks():

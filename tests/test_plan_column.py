@@ -9,7 +9,19 @@ import numpy as np
 import torch
 
 from graphnet import ColumnSpec, compile_column, plan_column
-from tests.conftest import small_graph
+from tests.helpers import small_graph
+
+
+def compiled_masks(column) -> dict[str, torch.Tensor]:
+    """``"<src>-><dst>"`` -> (n_dst, n_src) mask of every masked projection of a compiled column."""
+    masks = {}
+    for name, layer in column.layers.items():
+        for src, mod in layer.projections.items():
+            if hasattr(mod, "mask"):                   # the input projection has none
+                masks[f"{src}->{name}"] = mod.mask
+        if layer.intra is not None:
+            masks[f"{name}->{name}"] = layer.intra.mask
+    return masks
 
 
 def test_plan_is_what_compile_builds_and_null_models_apply():
@@ -18,13 +30,7 @@ def test_plan_is_what_compile_builds_and_null_models_apply():
     plans, projs = plan_column(g, spec)
     col = compile_column(g, spec, in_features=8)
     assert [p.size for p in plans] == [col.layers[p.name].size for p in plans]
-    masks = {}
-    for name, layer in col.layers.items():
-        for src, mod in layer.projections.items():
-            if hasattr(mod, "mask"):                   # the input projection has none
-                masks[f"{src}->{name}"] = mod.mask
-        if layer.intra is not None:
-            masks[f"{name}->{name}"] = layer.intra.mask
+    masks = compiled_masks(col)
     assert set(masks) == {pp.key for pp in projs}
     for pp in projs:                                    # mask[post, pre] == the planned edges
         m = torch.zeros(pp.n_dst, pp.n_src, dtype=torch.bool)
@@ -51,5 +57,9 @@ def test_mask_stats_script_tables():
     assert set(st) == {"connectome", "random", "degree_shuffle", "label_shuffle"}
     assert st["degree_shuffle"]["edges"] == st["connectome"]["edges"]
     assert st["degree_shuffle"]["no_input"] == st["connectome"]["no_input"]
-    assert all(v >= 0 for s in st.values() for v in s["no_input"].values())
+    for mask in ("connectome", "random"):     # units without input, counted on the compiled masks
+        col = compile_column(small_graph(), ColumnSpec.bionic(backend="dense", mask=mask, seed=2), in_features=8)
+        rows_without_input = {k: int(((m != 0).sum(1) == 0).sum()) for k, m in compiled_masks(col).items()}
+        assert st[mask]["no_input"] == rows_without_input, mask
+    assert st["connectome"]["no_input"] != st["random"]["no_input"]
     assert set(st["connectome"]["inhibition"]) == {"A", "B", "C", "D"}

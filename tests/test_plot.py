@@ -15,7 +15,7 @@ from connectomics import ConnectomeGraph
 from connectomics import plot as P
 from connectomics import stats as S
 from connectomics.layers import LayerBounds
-from tests.conftest import image_data, images, lines_with_gid
+from tests.helpers import image_data, images, lines_with_gid
 
 
 @pytest.fixture(scope="module")

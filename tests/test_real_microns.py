@@ -9,7 +9,7 @@ from connectomics.aggregate import aggregate_synapses
 from connectomics.cell_types import ei_class
 from connectomics.graph import ConnectomeGraph, NODE_COLUMNS
 from connectomics.layers import LayerBounds, depth_um
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 VOXEL_NM = np.array([4.0, 4.0, 40.0])
 EXPECTED_LAYER = {"23P": "L2/3", "4P": "L4", "5P-IT": "L5", "5P-ET": "L5", "5P-NP": "L5",

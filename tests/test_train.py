@@ -11,21 +11,16 @@ import torch
 
 from pipelines.config import Config
 from pipelines.train import TrainingDiverged, main, train
-from tests.conftest import load_checkpoint as load
-from tests.conftest import small_graph, states_equal, tiny_cfg, train_env
+from tests.helpers import load_checkpoint as load
+from tests.helpers import small_graph, states_equal, tiny_cfg
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "data" / "fer2013" / "sample.csv"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return train_env(tmp_path_factory.mktemp("trainenv"))
-
-
-def test_run_directory_contents_and_metrics(env):
-    cfg = tiny_cfg(env, "full", plots=True)
+def test_run_directory_contents_and_metrics(train_env):
+    cfg = tiny_cfg(train_env, "full", plots=True)
     s = train(cfg)
     out = Path(cfg.out)
     for f in ("config.json", "metrics.csv", "metrics.json", "curves.png", "eval_PublicTest.json",
@@ -52,16 +47,16 @@ def test_run_directory_contents_and_metrics(env):
     assert rep["n"] == 16 and len(rep["confusion_matrix"]) == 7
 
 
-def test_same_seed_same_weights_and_resume_equals_uninterrupted(env):
-    first = tiny_cfg(env, "ref")
+def test_same_seed_same_weights_and_resume_equals_uninterrupted(train_env):
+    first = tiny_cfg(train_env, "ref")
     train(first)
     ref = load(Path(first.out) / "final.pt")
-    again = tiny_cfg(env, "again")
+    again = tiny_cfg(train_env, "again")
     train(again)
     assert states_equal(ref["model"], load(Path(again.out) / "final.pt")["model"]) == []
 
     # killed after epoch 1, resumed from the CLI
-    cut = tiny_cfg(env, "cut", stop_after_epoch=1)
+    cut = tiny_cfg(train_env, "cut", stop_after_epoch=1)
     assert train(cut)["stopped"]
     assert not (Path(cut.out) / "final.pt").exists() and load(Path(cut.out) / "last.pt")["state"]["epoch"] == 1
     assert main(["--resume", cut.out]) == 0
@@ -72,7 +67,7 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(env):
     assert strip(got["state"]["history"]) == strip(ref["state"]["history"])
 
     # an exception in the middle of epoch 2 (step 8 of 6 per epoch), then resume
-    crash = tiny_cfg(env, "crash")
+    crash = tiny_cfg(train_env, "crash")
 
     def boom(step, model):
         if step == 8:
@@ -84,24 +79,24 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(env):
     assert states_equal(ref["model"], load(Path(crash.out) / "final.pt")["model"]) == []
 
     # a different seed gives different weights; resuming a finished run does nothing
-    other = tiny_cfg(env, "other", seed=2)
+    other = tiny_cfg(train_env, "other", seed=2)
     train(other)
     assert states_equal(ref["model"], load(Path(other.out) / "final.pt")["model"]) != []
     assert train(crash, resume=True)["finished"]
 
 
-def test_refuses_to_overwrite_or_resume_nothing(env):
-    cfg = tiny_cfg(env, "exists", epochs=1)
+def test_refuses_to_overwrite_or_resume_nothing(train_env):
+    cfg = tiny_cfg(train_env, "exists", epochs=1)
     train(cfg)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg)
     with pytest.raises(FileNotFoundError, match="no last.pt"):
-        train(tiny_cfg(env, "nothing"), resume=True)
+        train(tiny_cfg(train_env, "nothing"), resume=True)
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(train_env):
     # plasticity off: with Hebbian or homeostasis on, the plasticity step catches the NaN first
-    cfg = tiny_cfg(env, "nan", epochs=4, hebbian_rate=0.0, homeostasis=False)
+    cfg = tiny_cfg(train_env, "nan", epochs=4, hebbian_rate=0.0, homeostasis=False)
 
     def poison(step, model):
         if step == 7:                                   # epoch 2, second step
@@ -114,15 +109,15 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(env):
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert not (Path(cfg.out) / "final.pt").exists()
     # the CLI turns it into exit status 2 with the message on stderr
-    cfg2 = tiny_cfg(env, "nan_cli", epochs=2, lr=1e30, grad_clip=0.0, hebbian_rate=0.0,
+    cfg2 = tiny_cfg(train_env, "nan_cli", epochs=2, lr=1e30, grad_clip=0.0, hebbian_rate=0.0,
                     homeostasis=False)
     from pipelines.config import cli_fields
 
     assert main(sum(([f"--{k}", str(getattr(cfg2, k))] for k in cli_fields()), [])) == 2
 
 
-def test_plasticity_floating_point_error_stops_the_run(env):
-    cfg = tiny_cfg(env, "fpe", epochs=2)
+def test_plasticity_floating_point_error_stops_the_run(train_env):
+    cfg = tiny_cfg(train_env, "fpe", epochs=2)
 
     def break_plasticity(step, model):
         if step == 2:
@@ -133,14 +128,14 @@ def test_plasticity_floating_point_error_stops_the_run(env):
         train(cfg, hooks={"before_step": break_plasticity})
 
 
-def test_cnn_preset_trains_without_a_graph(env):
-    cfg = tiny_cfg(env, "cnn", model="cnn", graph="", epochs=1, cnn_hidden=16, dropout=0.1)
+def test_cnn_preset_trains_without_a_graph(train_env):
+    cfg = tiny_cfg(train_env, "cnn", model="cnn", graph="", epochs=1, cnn_hidden=16, dropout=0.1)
     s = train(cfg)
     assert s["finished"] and s["parameters"]["total"] < 50_000
     assert not (Path(cfg.out) / "graph").exists()
 
 
-def test_default_graph_hook_is_used_without_graph(env, monkeypatch):
+def test_default_graph_hook_is_used_without_graph(train_env, monkeypatch):
     import connectomics.build
 
     calls = []
@@ -150,17 +145,17 @@ def test_default_graph_hook_is_used_without_graph(env, monkeypatch):
         return small_graph()
     monkeypatch.setattr(connectomics.build, "build_default_graph", fake_default)
     assert Config().graph_source == "column"  # the real MICrONS column by default
-    cfg = tiny_cfg(env, "defgraph", graph="", epochs=1, graph_seed=3, graph_source="surrogate")
+    cfg = tiny_cfg(train_env, "defgraph", graph="", epochs=1, graph_seed=3, graph_source="surrogate")
     train(cfg)
     assert calls == [(cfg.cache_root, 3, "surrogate")]
     assert (Path(cfg.out) / "graph" / "nodes.parquet").exists()
 
 
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"FER-2013 sample not available at {SAMPLE}")
-def test_one_epoch_smoke_on_sample_with_paper_preset_then_evaluate(env, tmp_path):
+def test_one_epoch_smoke_on_sample_with_paper_preset_then_evaluate(train_env, tmp_path):
     from pipelines import evaluate
 
-    root, _, graph_dir = env
+    root, _, graph_dir = train_env
     out = tmp_path / "paper"
     rc = main(["--preset", "paper", "--data", str(SAMPLE), "--cache_root", str(root / "cache"),
                "--graph", str(graph_dir), "--epochs", "1", "--out", str(out), "--progress", "false",
@@ -180,8 +175,8 @@ def test_one_epoch_smoke_on_sample_with_paper_preset_then_evaluate(env, tmp_path
     assert (tmp_path / "ev" / "confusion_PrivateTest.png").stat().st_size > 1000
 
 
-def test_time_budget_stops_after_the_epoch_that_uses_it(env):
-    cfg = tiny_cfg(env, "budget", epochs=5, max_minutes=1e-6)
+def test_time_budget_stops_after_the_epoch_that_uses_it(train_env):
+    cfg = tiny_cfg(train_env, "budget", epochs=5, max_minutes=1e-6)
     s = train(cfg)
     assert s["finished"] and s["epochs_run"] == 1
     assert (Path(cfg.out) / "final.pt").exists()

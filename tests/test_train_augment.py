@@ -13,7 +13,7 @@ import torch
 from pipelines.augment import AugmentConfig, BatchAugment
 from pipelines.config import PRESETS, Config, add_config_arguments, cli_fields, config_from_args
 from pipelines.train import lr_factor
-from tests.conftest import widths_graph
+from tests.helpers import widths_graph
 
 
 

@@ -1,6 +1,6 @@
-"""The command-line tools as a user meets them (issue #12, items 8-12 and 14): a corrupt FER cache
-is repaired, a run folder is locked, every user error is one line naming the file or option, the
-default thread count and data location, and the final evaluation's subset."""
+"""The command-line tools as a user meets them: a corrupt FER cache is repaired, a run folder is
+locked, every user error is one line naming the file or option, the default thread count and data
+location, and the final evaluation's subset."""
 
 from __future__ import annotations
 
@@ -19,14 +19,9 @@ from pipelines.fer2013 import load_fer2013, resolve_source
 from pipelines.run_dir import RunDir, RunLockedError
 from pipelines.runtime import default_threads
 from pipelines.train import main, train
-from tests.conftest import synthetic_csv, tiny_cfg, train_env
+from tests.helpers import synthetic_csv, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return train_env(tmp_path_factory.mktemp("clienv"))
 
 
 def cli_args(cfg) -> list[str]:
@@ -44,7 +39,7 @@ def one_error_line(capsys, *names: str) -> str:
     return err
 
 
-# -- item 8: a corrupt FER cache is decoded again and replaced -----------------------------------
+# -- a corrupt FER cache is decoded again and replaced -----------------------------------
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
 def test_corrupt_fer_cache_is_decoded_again_and_replaced(tmp_path, damage):
     data = synthetic_csv(tmp_path / "fer.csv", n_train=14, n_val=7, n_private=0)
@@ -67,15 +62,15 @@ def test_corrupt_fer_cache_is_decoded_again_and_replaced(tmp_path, damage):
     assert third.meta["from_cache"] is True and (third.images == first.images).all()
 
 
-def test_train_refresh_redecodes(env, capsys):
-    cfg = tiny_cfg(env, "refresh", model="cnn", graph="", epochs=1, cnn_hidden=8)
+def test_train_refresh_redecodes(train_env, capsys):
+    cfg = tiny_cfg(train_env, "refresh", model="cnn", graph="", epochs=1, cnn_hidden=8)
     assert main(cli_args(cfg) + ["--refresh"]) == 0
     assert "(decoded," in capsys.readouterr().out
 
 
-# -- item 9: one training per run folder ---------------------------------------------------------
-def test_second_training_into_the_same_folder_exits_at_once_naming_the_holder(env, capsys):
-    cfg = tiny_cfg(env, "locked", model="cnn", graph="", epochs=1, cnn_hidden=8)
+# -- one training per run folder ---------------------------------------------------------
+def test_second_training_into_the_same_folder_exits_at_once_naming_the_holder(train_env, capsys):
+    cfg = tiny_cfg(train_env, "locked", model="cnn", graph="", epochs=1, cnn_hidden=8)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, sys.argv[1]);"
         "from pipelines.run_dir import RunDir\n"
@@ -97,10 +92,10 @@ def test_second_training_into_the_same_folder_exits_at_once_naming_the_holder(en
     assert train(cfg)["finished"]     # the lock went with the process
 
 
-# -- item 10: one line per user error, --debug shows the traceback --------------------------------
-def test_user_errors_are_one_line_naming_the_file_or_option(env, tmp_path, capsys):
-    root, data, graph_dir = env
-    cfg = tiny_cfg(env, "errs", model="cnn", graph="", epochs=1, cnn_hidden=8)
+# -- one line per user error, --debug shows the traceback --------------------------------
+def test_user_errors_are_one_line_naming_the_file_or_option(train_env, tmp_path, capsys):
+    root, data, graph_dir = train_env
+    cfg = tiny_cfg(train_env, "errs", model="cnn", graph="", epochs=1, cnn_hidden=8)
     args = cli_args(cfg)
 
     def with_(**kw):
@@ -124,7 +119,7 @@ def test_user_errors_are_one_line_naming_the_file_or_option(env, tmp_path, capsy
     assert main(with_(data=bad_gz)) == 2
     one_error_line(capsys, str(bad_gz))
     # a truncated last.pt
-    cut = tiny_cfg(env, "cutck", model="cnn", graph="", epochs=2, cnn_hidden=8, stop_after_epoch=1)
+    cut = tiny_cfg(train_env, "cutck", model="cnn", graph="", epochs=2, cnn_hidden=8, stop_after_epoch=1)
     assert train(cut)["stopped"]
     last = RunDir(cut.out).last
     last.write_bytes(last.read_bytes()[:300])
@@ -138,7 +133,7 @@ def test_user_errors_are_one_line_naming_the_file_or_option(env, tmp_path, capsy
     one_error_line(capsys, "nope.json")
 
 
-# -- item 11: threads -----------------------------------------------------------------------------
+# -- threads -----------------------------------------------------------------------------
 def test_default_threads_leave_busy_cores_alone():
     assert default_threads(busy=0.0, cpus=2) == 2
     assert default_threads(busy=1.0, cpus=2) == 1            # one core busy: no waiting on it
@@ -149,7 +144,7 @@ def test_default_threads_leave_busy_cores_alone():
     assert default_threads() >= 1
 
 
-# -- item 12: the default data location ----------------------------------------------------------
+# -- the default data location ----------------------------------------------------------
 def test_default_data_is_data_cache_and_missing_data_says_where_to_get_it(tmp_path, monkeypatch):
     from pipelines.config import Config
 
@@ -169,9 +164,9 @@ def test_default_data_is_data_cache_and_missing_data_says_where_to_get_it(tmp_pa
     assert resolve_source(Config().data) == Path("data_cache/fer2013/fer2013.csv")
 
 
-# -- item 14: the final evaluation uses --limit_val; the banner says amp off ------------------------
-def test_final_evaluation_honours_limit_val_and_banner_names_amp(env, capsys):
-    cfg = tiny_cfg(env, "limval", model="cnn", graph="", epochs=1, cnn_hidden=8, limit_val=10)
+# -- the final evaluation uses --limit_val; the banner says amp off ------------------------
+def test_final_evaluation_honours_limit_val_and_banner_names_amp(train_env, capsys):
+    cfg = tiny_cfg(train_env, "limval", model="cnn", graph="", epochs=1, cnn_hidden=8, limit_val=10)
     s = train(cfg)
     out = capsys.readouterr().out
     assert "amp off" in out and "amp None" not in out and s["amp"] == "off"

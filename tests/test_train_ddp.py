@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import load_checkpoint as load
-from tests.conftest import small_graph, synthetic_csv, tiny_cfg
+from tests.helpers import load_checkpoint as load
+from tests.helpers import small_graph, synthetic_csv, tiny_cfg
 
 
 

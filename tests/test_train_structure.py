@@ -17,15 +17,10 @@ from pipelines.config import Config, make_config
 from pipelines.run_dir import RunDir
 from pipelines.runtime import dynamo_fallback, resolve_runtime
 from pipelines.train import LRSchedule, TrainState, main, train
-from tests.conftest import load_checkpoint as load
-from tests.conftest import small_graph, states_equal, tiny_cfg, train_env
+from tests.helpers import load_checkpoint as load
+from tests.helpers import small_graph, states_equal, tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return train_env(tmp_path_factory.mktemp("structenv"))
 
 
 # -- one device & precision rule --------------------------------------------------------------------
@@ -38,7 +33,7 @@ def test_runtime_rule():
         resolve_runtime("cpu", amp="fp8")
 
 
-def test_amp_bf16_on_cpu_trains_and_evaluates_in_the_same_precision(env, monkeypatch, tmp_path):
+def test_amp_bf16_on_cpu_trains_and_evaluates_in_the_same_precision(train_env, monkeypatch, tmp_path):
     seen: list = []
     real = evaluate.evaluate_arrays
 
@@ -55,7 +50,7 @@ def test_amp_bf16_on_cpu_trains_and_evaluates_in_the_same_precision(env, monkeyp
             autocast_dtypes.append(dtype)
         return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
     monkeypatch.setattr(torch, "autocast", spy_autocast)
-    cfg = tiny_cfg(env, "bf16", model="cnn", graph="", epochs=1, cnn_hidden=8, amp="bf16", device="cpu")
+    cfg = tiny_cfg(train_env, "bf16", model="cnn", graph="", epochs=1, cnn_hidden=8, amp="bf16", device="cpu")
     s = train(cfg)
     assert s["amp"] == "bf16" and torch.bfloat16 in autocast_dtypes
     assert evaluate.main(["--run", cfg.out, "--usage", "PrivateTest", "--out", str(tmp_path / "ev"),
@@ -65,7 +60,7 @@ def test_amp_bf16_on_cpu_trains_and_evaluates_in_the_same_precision(env, monkeyp
 
 
 # -- torch._dynamo.config.suppress_errors is scoped -------------------------------------------------
-def test_dynamo_fallback_is_scoped_to_the_run(env, monkeypatch):
+def test_dynamo_fallback_is_scoped_to_the_run(train_env, monkeypatch):
     import torch._dynamo as dynamo
 
     before = dynamo.config.suppress_errors
@@ -74,7 +69,7 @@ def test_dynamo_fallback_is_scoped_to_the_run(env, monkeypatch):
     assert dynamo.config.suppress_errors == before
     monkeypatch.setattr(torch, "compile", lambda m, **kw: m)      # no compiler in a unit test
     inside = []
-    cfg = tiny_cfg(env, "compiled", model="cnn", graph="", epochs=1, cnn_hidden=8, compile="on")
+    cfg = tiny_cfg(train_env, "compiled", model="cnn", graph="", epochs=1, cnn_hidden=8, compile="on")
     train(cfg, hooks={"after_step": lambda step, m: inside.append(dynamo.config.suppress_errors)})
     assert inside and all(inside)
     assert dynamo.config.suppress_errors == before
@@ -101,10 +96,10 @@ def test_lr_schedule_plateau_rule_and_state():
 
 
 # -- checkpoints carry the resolved spec and the graph checksum ---------------------------------------
-def test_checkpoints_carry_spec_and_checksum_and_loading_uses_them(env, monkeypatch):
+def test_checkpoints_carry_spec_and_checksum_and_loading_uses_them(train_env, monkeypatch):
     from pipelines import models
 
-    cfg = tiny_cfg(env, "spec", epochs=1)
+    cfg = tiny_cfg(train_env, "spec", epochs=1)
     train(cfg)
     run = RunDir(cfg.out)
     for name in ("last", "best", "final"):
@@ -126,10 +121,10 @@ def test_checkpoints_carry_spec_and_checksum_and_loading_uses_them(env, monkeypa
         train(cfg, resume=True)
 
 
-def test_a_checkpoint_in_the_old_format_still_resumes_bit_exactly(env):
-    ref = tiny_cfg(env, "oldref", epochs=2)
+def test_a_checkpoint_in_the_old_format_still_resumes_bit_exactly(train_env):
+    ref = tiny_cfg(train_env, "oldref", epochs=2)
     train(ref)
-    cut = tiny_cfg(env, "oldcut", epochs=2, stop_after_epoch=1)
+    cut = tiny_cfg(train_env, "oldcut", epochs=2, stop_after_epoch=1)
     train(cut)
     last = RunDir(cut.out).last
     ck = load(last)

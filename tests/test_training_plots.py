@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines import plots as PL
-from tests.conftest import image_data, images
+from tests.helpers import image_data, images
 
 
 def test_training_curves_from_frame_dict_and_records():

@@ -20,7 +20,7 @@ from connectomics.volume import (
     part_path, read_cell_table, synthetic_cell_table,
 )
 
-from .conftest import shared_path
+from tests.helpers import shared_path
 
 
 @pytest.fixture(scope="module")
