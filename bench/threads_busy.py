@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--cache_root", default="data_cache")
     a = ap.parse_args(argv)
-    from pipelines.train import default_graph
+    from connectomics.build import build_default_graph
 
-    graph = default_graph(a.cache_root)
+    graph = build_default_graph(a.cache_root)
     torch_default = torch.get_num_threads()
     print(f"torch {torch.__version__}; torch default threads {torch_default}; batch {a.batch}")
     print(f"{'condition':9s} {'preset':6s} {'threads':>18s} {'img/s':>8s}")

@@ -106,7 +106,7 @@ def reference_lateral(model: nn.Module) -> nn.Module:
 
 
 def make_optimizer(model: nn.Module, fused: bool) -> torch.optim.Optimizer:
-    from pipelines.train import param_groups
+    from pipelines.optim import param_groups
 
     groups = param_groups(model, 1e-4)
     if fused:
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         from connectomics import load_graph
         graph = load_graph(a.graph)
     else:
-        from pipelines.train import default_graph
-        graph = default_graph(a.cache_root)
+        from connectomics.build import build_default_graph
+        graph = build_default_graph(a.cache_root)
     cfg = replace(Config(), **PRESETS["paper"])
     torch.manual_seed(0)
     base = build_model(cfg, graph)

@@ -9,13 +9,22 @@ yes/no/on/off); so is every nested field the pipeline exposes, under its flat na
 aug_flip=0)``, presets and experiment plans take the flat names too, and ``cfg.hebbian_rate`` reads
 ``cfg.column.hebbian_rate``. ``--preset NAME`` applies a preset first, explicit options override
 it. The resolved config is saved as ``config.json`` in the run directory (nested) and restored by
-``--resume``; a ``config.json`` of the earlier flat layout loads too.
+``--resume``; a ``config.json`` in the flat layout (every field at the top level) loads too.
+
+Checks, in one place: a field given a value of the wrong type is refused when the Config is made
+(``--epochs 'abc': expected an integer``); :func:`validate` checks the choices and the range of
+every numeric option (:data:`RANGES`, also used through :func:`check_option` by the options of the
+other command-line tools), each message naming the option.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
+import numbers
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -138,6 +147,9 @@ class Config:
         unknown = sorted(set(kw) - names - set(FLAT))
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}")
+        for name, value in kw.items():
+            if name not in ("column", "aug"):
+                check_type(name, value)
         for f in fields(Config):
             if f.name in kw:
                 value = kw[f.name]
@@ -204,7 +216,7 @@ class Config:
             raise ValueError(f"{path}: {exc}") from None
 
 
-#: The training recipe that fits the issue's budget, 60 minutes per seed on 2 CPU cores (measured:
+#: The training recipe that fits a budget of 60 minutes per seed on 2 CPU cores (measured:
 #: about 87 s per epoch with three runs sharing the two cores, see docs/results.md): batch 128,
 #: one-cycle LR peaking at 3e-3 over 36 epochs, lighter regularisation than a 400-epoch run needs
 #: (synaptic noise 0.05, rotation 8 degrees, erasing p 0.1, weight decay 5e-5), no early stopping (the
@@ -261,6 +273,78 @@ def parse_bool(s: str) -> bool:
     if v in ("0", "false", "no", "off", "n", "f"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {s!r}")
+
+
+#: The range of every numeric option (plain fields and the flat names of the nested ones):
+#: ``">= a"``, ``"> a"``, an interval ``"[a, b)"`` (brackets inclusive, parentheses exclusive) or
+#: ``"finite"``; NaN and infinity are outside every range. Checked by :func:`validate`.
+RANGES: dict[str, str] = {
+    "limit_train": ">= 0", "limit_val": ">= 0", "graph_seed": ">= 0",
+    "conv1_channels": ">= 1", "conv2_channels": ">= 1", "kernel_size": ">= 1", "feat_size": ">= 1",
+    "lateral_size": ">= 1", "dropout": "[0, 1)", "cnn_hidden": ">= 0",
+    "epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0", "weight_decay": ">= 0",
+    "beta1": "[0, 1)", "beta2": "[0, 1)", "grad_clip": ">= 0", "label_smoothing": "[0, 1)",
+    "warmup_epochs": ">= 0", "min_lr_ratio": "[0, 1]", "plateau_factor": "(0, 1]",
+    "plateau_patience": ">= 0", "patience": ">= 0", "max_minutes": ">= 0",
+    "seed": ">= 0", "threads": ">= 0", "eval_batch_size": ">= 1", "log_every": ">= 1",
+    "stop_after_epoch": ">= 0", "max_steps": ">= 0",
+    "inhibition_strength": "[0, 1]", "noise_std": ">= 0", "hebbian_rate": ">= 0",
+    "homeostatic_target": "finite", "homeostatic_rate": ">= 0", "column_seed": ">= 0",
+    "aug_flip": "[0, 1]", "aug_rotate": ">= 0", "aug_scale": "[0, 1)", "aug_translate": ">= 0",
+    "aug_brightness": ">= 0", "aug_contrast": "[0, 1]", "aug_erase": "[0, 1]",
+}
+
+_INTERVAL = re.compile(r"([\[(])\s*([-+.\w]+)\s*,\s*([-+.\w]+)\s*([\])])")
+
+
+def in_range(value: float, rule: str) -> bool:
+    """Whether ``value`` satisfies a :data:`RANGES` rule (never for NaN or infinity)."""
+    v = float(value)
+    if not math.isfinite(v):
+        return False
+    if rule == "finite":
+        return True
+    if rule.startswith(">="):
+        return v >= float(rule[2:])
+    if rule.startswith(">"):
+        return v > float(rule[1:])
+    m = _INTERVAL.fullmatch(rule.strip())
+    if m is None:
+        raise ValueError(f"not a range rule: {rule!r}")
+    lo_br, lo, hi, hi_br = m.groups()
+    above = v >= float(lo) if lo_br == "[" else v > float(lo)
+    below = v <= float(hi) if hi_br == "]" else v < float(hi)
+    return above and below
+
+
+def check_option(option: str, value: Any, rule: str) -> None:
+    """``ValueError`` naming ``option`` unless ``value`` is a number in the :data:`RANGES`-style
+    ``rule`` (for the options of every command-line tool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{option} {value!r}: expected a number")
+    if not in_range(value, rule):
+        where = rule if rule == "finite" or rule[0] in "<>" else f"in {rule}"
+        raise ValueError(f"{option} {value!r}: must be {'a finite number' if rule == 'finite' else where}")
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def check_type(name: str, value: Any) -> None:
+    """``ValueError`` naming the option ``--<name>`` when ``value`` is not of the field's type
+    (an int is a number; a bool is not an integer)."""
+    tname = _option_types().get(name)
+    ok = {"int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool),
+          "str": lambda v: isinstance(v, str)}.get(tname, lambda v: True)
+    if not ok(value):
+        raise ValueError(f"--{name} {value!r}: expected {_TYPE_NAMES[tname]}")
+
+
+@functools.lru_cache(maxsize=1)
+def _option_types() -> dict[str, str]:
+    return cli_fields()
 
 
 def _field_comments() -> dict[str, str]:
@@ -335,7 +419,8 @@ def config_from_args(ns: argparse.Namespace, base: Config | None = None) -> tupl
 
 
 def validate(cfg: Config) -> None:
-    """The run-level checks (the column spec and augmentation validate themselves)."""
+    """The run-level checks: every choice, the range of every numeric option (:data:`RANGES`),
+    the wide front's channels, and that PrivateTest is never trained or selected on."""
     choices = {
         "model": ("bionic", "cnn"), "front": ("paper", "wide"),
         "lr_schedule": ("cosine", "onecycle", "plateau", "constant"),
@@ -346,10 +431,12 @@ def validate(cfg: Config) -> None:
     for k, allowed in choices.items():
         if getattr(cfg, k) not in allowed:
             raise ValueError(f"--{k} {getattr(cfg, k)!r}: choose one of {', '.join(allowed)}")
-    if cfg.batch_size < 1 or cfg.epochs < 1:
-        raise ValueError("batch_size and epochs must be >= 1")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    for name, rule in RANGES.items():
+        check_option(f"--{name}", getattr(cfg, name), rule)
+    channels = cfg.wide_channels.split(",")
+    if not all(c.strip().isdigit() and int(c) >= 1 for c in channels):
+        raise ValueError(f"--wide_channels {cfg.wide_channels!r}: expected channel counts >= 1 "
+                         "separated by commas, e.g. 32,64,128")
     if cfg.val_usage == "PrivateTest" or cfg.train_usage == "PrivateTest":
         raise ValueError("PrivateTest is only ever evaluated (pipelines.evaluate), never used "
                          "for training or model selection")

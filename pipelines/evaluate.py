@@ -22,17 +22,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .augment import normalize, to_float
-from .checkpoint import load_checkpoint
-from .config import parse_bool
-from .errors import run_cli
 from connectomics.atomic_io import atomic_write as _atomic_write
 
-from .fer2013 import CLASSES, USAGES, load_fer2013
+from .augment import normalize, to_float
+from .checkpoint import load_run
+from .config import Config, check_option, parse_bool
+from .errors import run_cli
+from .fer2013 import CLASSES, NUM_CLASSES, USAGES, load_fer2013
 from .run_dir import RunDir
 from .runtime import runtime_of
-
-NUM_CLASSES = len(CLASSES)
 
 
 def confusion_matrix(y_true: Tensor | np.ndarray, y_pred: Tensor | np.ndarray,
@@ -129,26 +127,6 @@ def format_report(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def load_run_model(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"):
-    """(model, config, checkpoint dict) of a run directory written by ``pipelines.train``; the
-    column is built from the checkpoint's saved spec when it has one (older runs: the config)."""
-    from .config import Config
-    from .models import build_model, load_run_graph
-
-    rd = RunDir(run)
-    if not rd.config.is_file():
-        raise FileNotFoundError(f"--run {run}: not a training run ({rd.config} is missing)")
-    cfg = Config.load(rd.config)
-    ck = rd.checkpoint(checkpoint)
-    if not ck.exists():
-        raise FileNotFoundError(f"{ck}: no such checkpoint (run finished? try --checkpoint last)")
-    state = load_checkpoint(ck)
-    graph = load_run_graph(rd, cfg) if cfg.model == "bionic" else None
-    model = build_model(cfg, graph, device=device, spec=state.get("column_spec"))
-    model.load_state_dict(state["model"])
-    return model, cfg, state
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default="best", help="best | final | last | path to a .pt")
     ap.add_argument("--out", default=None, help="output folder (default: the run directory)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--cache_root", default=None)
+    ap.add_argument("--cache_root", default=None, metavar="DIR",
+                    help="cache root of the decoded FER-2013 (default: the run's)")
     ap.add_argument("--batch_size", type=int, default=1024)
     ap.add_argument("--tta_flip", default=None, type=parse_bool, metavar="BOOL",
                     help="average the predictions of each image and its mirror (default: the run's "
@@ -169,15 +148,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(a: argparse.Namespace) -> int:
-    from .config import Config
-
+    check_option("--batch_size", a.batch_size, ">= 1")
     rd = RunDir(a.run)
     if not rd.config.is_file():
         raise FileNotFoundError(f"--run {a.run}: not a training run ({rd.config} is missing)")
+    cfg = Config.load(rd.config)
     # the run's own precision / layout rule on the chosen device (pipelines.runtime)
-    rt = runtime_of(Config.load(rd.config), device=a.device, threads=torch.get_num_threads())
+    rt = runtime_of(cfg, device=a.device, threads=torch.get_num_threads())
     dev = rt.device
-    model, cfg, state = load_run_model(a.run, a.checkpoint, device=dev)
+    model, cfg, state = load_run(a.run, a.checkpoint, device=dev, cfg=cfg)
     ds = load_fer2013(a.data or cfg.data, a.cache_root or cfg.cache_root)
     images, labels = ds.split(a.usage)
     x = torch.as_tensor(images).to(dev)

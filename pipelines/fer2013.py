@@ -43,6 +43,7 @@ from connectomics.atomic_io import atomic_write as _atomic_write
 from connectomics.atomic_io import sha256_of
 
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+NUM_CLASSES = len(CLASSES)
 CLASS_NAMES: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 SIDE = 48

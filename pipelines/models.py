@@ -28,8 +28,8 @@ from torch.nn import functional as F
 from graphnet import ColumnSpec, FastLateralInhibition2d, compile_column
 
 from .config import Config
+from .fer2013 import NUM_CLASSES
 
-NUM_CLASSES = 7
 PAPER_CNN_PARAMS = 1_381_223
 
 
@@ -206,25 +206,6 @@ def column_spec_of(model: nn.Module) -> dict[str, Any] | None:
     """The resolved ``ColumnSpec.to_dict()`` of a BioNIC model (None for the plain CNN)."""
     spec = getattr(model, "spec", None)
     return spec.to_dict() if spec is not None else None
-
-
-def graph_checksum(graph: Any) -> str:
-    """:meth:`connectomics.graph.ConnectomeGraph.checksum`, ``""`` without a graph."""
-    return "" if graph is None else graph.checksum()
-
-
-def load_run_graph(run: Any, cfg: Config, checksum: str = "") -> Any:
-    """The graph saved in a run folder (:class:`pipelines.run_dir.RunDir`); with ``checksum`` (a
-    checkpoint's ``graph_checksum``) it must be the graph the checkpoint was trained on."""
-    from connectomics import load_graph
-
-    if not run.has_graph():
-        raise FileNotFoundError(f"{run.graph}: the run's graph is missing (model {cfg.model} needs it)")
-    graph = load_graph(run.graph)
-    if checksum and graph_checksum(graph) != checksum:
-        raise ValueError(f"{run.graph}: graph checksum {graph_checksum(graph)[:12]} does not match the "
-                         f"checkpoint's {checksum[:12]} (the run's graph was changed)")
-    return graph
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

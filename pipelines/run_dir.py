@@ -19,12 +19,17 @@ and host for the message a second run prints.
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import io
+import json
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from connectomics.atomic_io import atomic_write
 
 from .errors import UserError
 
@@ -96,6 +101,23 @@ class RunDir:
 
     def has_graph(self) -> bool:
         return (self.graph / "nodes.parquet").exists()
+
+    def write_metrics(self, history: list[dict], summary: dict) -> None:
+        """``metrics.csv`` (one row per epoch, when there is one) and ``metrics.json`` (the epochs
+        and the run summary), each atomically; a failed write names the file."""
+        files = [(self.metrics_json, json.dumps({"summary": summary, "epochs": history}, indent=2))]
+        if history:
+            table = io.StringIO()
+            writer = csv.DictWriter(table, fieldnames=list(history[0].keys()), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(history)
+            files.insert(0, (self.metrics_csv, table.getvalue()))
+        for path, text in files:
+            try:
+                atomic_write(path, lambda f: f.write(text.encode()))
+            except OSError as exc:
+                raise UserError(f"{path}: could not write ({exc.strerror or exc}); the previous "
+                                "file is intact") from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -54,12 +54,26 @@ class Runtime:
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` gets the
-    local rank as its index."""
+    local rank as its index. A device this torch cannot use is a ``ValueError`` naming ``--device``."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name!r}: choose auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available to this torch ({torch.__version__}"
+                             f"{', a CPU-only build' if torch.version.cuda is None else ''}); use "
+                             "--device cpu or auto")
+        dev = torch.device(f"cuda:{local_rank}") if dev.index is None else dev
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: no CUDA device {dev.index} (this machine has "
+                             f"{torch.cuda.device_count()})")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
     return dev
 
 
@@ -149,3 +163,34 @@ def dynamo_fallback() -> Iterator[None]:
 
     with dynamo.config.patch(suppress_errors=True):
         yield
+
+
+def configure_torch(runtime: Runtime) -> None:
+    """Apply ``runtime`` to torch's process-wide settings: CPU threads, deterministic algorithms
+    (and cuDNN's), TF32 matmuls on CUDA. :func:`restore_torch_settings` undoes the first two."""
+    torch.set_num_threads(runtime.threads)
+    cuda = runtime.device.type == "cuda"
+    if runtime.deterministic:
+        if cuda:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif cuda:
+        torch.backends.cudnn.benchmark = True
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def restore_torch_settings() -> Iterator[None]:
+    """Within the block :func:`configure_torch` may change the thread count and the deterministic
+    mode; both are restored on exit (a run in a test or a notebook leaves the process as it was)."""
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])

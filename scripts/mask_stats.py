@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         from connectomics import load_graph
         graph = load_graph(a.graph)
     else:
-        from pipelines.train import default_graph
-        graph = default_graph()
+        from connectomics.build import build_default_graph
+        graph = build_default_graph()
     st = mask_stats(graph, a.seed)
     print(f"Edges per projection (seed {a.seed}):\n\n" + _table(st, "edges", str))
     print("\nUnits with no input from the projection:\n\n" + _table(st, "no_input", str))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipelines import evaluate
+from pipelines.checkpoint import CheckpointError, load_run
 from pipelines.evaluate import confusion_matrix, report
 from pipelines.train import train
 from tests.helpers import make_folder, synthetic_csv, tiny_cfg
@@ -43,7 +44,7 @@ def test_evaluate_cli_on_csv_and_image_folder_any_usage(tmp_path, capsys):
     ds = load_fer2013(data, cfg.cache_root)
     names = [f"{USAGES[u]}_{i}.png" for i, u in enumerate(ds.usage)]
     make_folder(tmp_path / "folder", ds.images, ds.labels, names)
-    model, _, _ = evaluate.load_run_model(cfg.out, "best")
+    model, _, _ = load_run(cfg.out, "best")
     x, y = ds.split("PrivateTest")
     with torch.no_grad():
         model.eval()
@@ -65,7 +66,7 @@ def test_evaluate_cli_on_csv_and_image_folder_any_usage(tmp_path, capsys):
     assert evaluate.main(["--run", cfg.out, "--checkpoint", "nope.pt"]) == 2   # one line, exit 2
     err = capsys.readouterr().err
     assert "nope.pt: no such checkpoint" in err and len(err.strip().splitlines()) == 1
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
         evaluate.main(["--run", cfg.out, "--checkpoint", "nope.pt", "--debug"])
 
 

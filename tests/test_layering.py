@@ -1,5 +1,7 @@
 """Data flows one way: connectomics -> graphnet -> pipelines. connectomics imports neither
-graphnet nor pipelines, graphnet never imports pipelines, not even lazily inside a function."""
+graphnet nor pipelines, graphnet never imports pipelines, not even lazily inside a function.
+Inside pipelines each job has one room: checkpoint files are written and read only by
+pipelines/checkpoint.py, torch.distributed is used only by pipelines/distributed.py."""
 
 from __future__ import annotations
 
@@ -54,3 +56,34 @@ def test_importing_every_connectomics_module_loads_neither_graphnet_nor_pipeline
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _calls(path: Path) -> set[str]:
+    """Dotted names called in a source file (``torch.save(...)`` -> ``torch.save``)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            parts, f = [], node.func
+            while isinstance(f, ast.Attribute):
+                parts.append(f.attr)
+                f = f.value
+            if isinstance(f, ast.Name):
+                out.add(".".join([f.id, *reversed(parts)]))
+    return out
+
+
+def test_scans_find_calls_and_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import torch.distributed as dist\ndef f(x):\n    torch.save(x, 'p')\n    dist.barrier()\n")
+    assert {"torch.save", "dist.barrier"} <= _calls(f) and "torch.distributed" in imported_modules(f)
+
+
+@pytest.mark.parametrize("owner, imports, calls", [
+    ("checkpoint.py", (), ("torch.save", "torch.load")),
+    ("distributed.py", ("torch.distributed",), ()),
+])
+def test_one_module_of_pipelines_owns_checkpoint_files_and_collectives(owner, imports, calls):
+    files = sorted((ROOT / "pipelines").rglob("*.py"))
+    users = {f.name for f in files
+             if any(m in imported_modules(f) for m in imports) or set(calls) & _calls(f)}
+    assert users == {owner}, users

@@ -12,7 +12,7 @@ import torch
 
 from pipelines.augment import AugmentConfig, BatchAugment
 from pipelines.config import PRESETS, Config, add_config_arguments, cli_fields, config_from_args
-from pipelines.train import lr_factor
+from pipelines.optim import LRSchedule
 from tests.helpers import widths_graph
 
 
@@ -126,13 +126,13 @@ def test_every_field_is_a_cli_option_and_types_parse():
 
 def test_lr_schedules():
     cfg = Config(lr_schedule="cosine", min_lr_ratio=0.01)
-    f = [lr_factor(cfg, s, 100, 10) for s in range(100)]
+    f = [LRSchedule(cfg, 100, 10).factor(s) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))       # monotone decay after warm-up
     assert f[-1] == pytest.approx(0.01, abs=2e-3)
-    oc = [lr_factor(replace(cfg, lr_schedule="onecycle"), s, 100, 30) for s in range(100)]
+    oc = [LRSchedule(replace(cfg, lr_schedule="onecycle"), 100, 30).factor(s) for s in range(100)]
     assert oc[0] < 0.1 and max(oc) == pytest.approx(1.0, abs=1e-3) and oc[-1] < 0.02
-    const = [lr_factor(replace(cfg, lr_schedule="plateau"), s, 100, 0) for s in range(100)]
+    const = [LRSchedule(replace(cfg, lr_schedule="plateau"), 100, 0).factor(s) for s in range(100)]
     assert set(const) == {1.0}
 
 

@@ -1,4 +1,4 @@
-"""Issue #13 (training, config and checkpoints): one device/precision rule, a scoped dynamo
+"""Training, config and checkpoints: one device/precision rule, a scoped dynamo
 fallback, the LR schedule object, checkpoints that carry the resolved column spec and the graph's
 checksum (old ones still load), the run-folder layout, and short functions."""
 
@@ -16,7 +16,9 @@ from pipelines import train as train_mod
 from pipelines.config import Config, make_config
 from pipelines.run_dir import RunDir
 from pipelines.runtime import dynamo_fallback, resolve_runtime
-from pipelines.train import LRSchedule, TrainState, main, train
+from pipelines.checkpoint import CheckpointError, load_run
+from pipelines.optim import LRSchedule
+from pipelines.train import TrainState, main, train
 from tests.helpers import load_checkpoint as load
 from tests.helpers import small_graph, states_equal, tiny_cfg
 
@@ -97,8 +99,6 @@ def test_lr_schedule_plateau_rule_and_state():
 
 # -- checkpoints carry the resolved spec and the graph checksum ---------------------------------------
 def test_checkpoints_carry_spec_and_checksum_and_loading_uses_them(train_env, monkeypatch):
-    from pipelines import models
-
     cfg = tiny_cfg(train_env, "spec", epochs=1)
     train(cfg)
     run = RunDir(cfg.out)
@@ -106,18 +106,18 @@ def test_checkpoints_carry_spec_and_checksum_and_loading_uses_them(train_env, mo
         ck = load(run.checkpoint(name))
         assert ck["column_spec"]["inhibition_strength"] == cfg.inhibition_strength
         assert ck["column_spec"]["layers"][0]["name"] == "A"
-        assert ck["graph_checksum"] == models.graph_checksum(small_graph())
-    before, _, _ = evaluate.load_run_model(cfg.out, "best")
+        assert ck["graph_checksum"] == small_graph().checksum()
+    before, _, _ = load_run(cfg.out, "best")
     # a later change of the preset defaults does not change how the saved run loads
     real_spec = Config.column_spec
     monkeypatch.setattr(Config, "column_spec", lambda self: real_spec(self).replace(inhibition_strength=0.9))
-    model, _, _ = evaluate.load_run_model(cfg.out, "best")
+    model, _, _ = load_run(cfg.out, "best")
     assert model.spec.inhibition_strength == cfg.inhibition_strength
     assert states_equal(model.state_dict(), before.state_dict()) == []
     # a changed graph in the run folder is refused, naming it
     other = small_graph(seed=5)
     other.save(run.graph)
-    with pytest.raises(ValueError, match="graph checksum"):
+    with pytest.raises(CheckpointError, match="graph checksum"):
         train(cfg, resume=True)
 
 
@@ -135,7 +135,7 @@ def test_a_checkpoint_in_the_old_format_still_resumes_bit_exactly(train_env):
     torch.save(ck, last)
     assert main(["--resume", cut.out]) == 0
     assert states_equal(load(Path(ref.out) / "final.pt")["model"], load(Path(cut.out) / "final.pt")["model"]) == []
-    model, _, _ = evaluate.load_run_model(cut.out, "final")
+    model, _, _ = load_run(cut.out, "final")
     assert model.spec.inhibition_strength == ref.inhibition_strength
 
 
@@ -199,7 +199,6 @@ def test_config_nests_column_spec_and_augmentation_and_flat_options_map_to_them(
     assert cfg.column.homeostasis is True and cfg.aug.flip == 0.5 and cfg.column.noise_std == 0.05   # preset kept
     assert cfg.hebbian_rate == 0.0 and cfg.aug_rotate == 3.0               # flat reads
     assert replace(cfg, dale=False).column.dale is False                   # flat replace
-    assert cfg.column_spec() is cfg.column and cfg.augment_config() is cfg.aug
     # one seed varies the whole run: the column's seed follows --seed unless --column_seed is given
     s3, _ = config_from_args(ap.parse_args(["--preset", "paper", "--seed", "3"]))
     assert (s3.seed, s3.column.seed) == (3, 3)
