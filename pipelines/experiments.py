@@ -54,11 +54,12 @@ from pathlib import Path
 from typing import Any
 
 from . import runtime
+from .config import check_option
 from .errors import run_cli
 from .plan_report import (plan_folders, power_table, rank_agreement, ranking_markdown, update_doc,
                           write_report)
-from .plan_results import (comparable, config_diff, find_same_result, local_run_state, result_state,
-                           reuse_result, run_seconds, stored_config, store_result)
+from .plan_results import (check_plain_name, comparable, config_diff, find_same_result, local_run_state,
+                           read_json, result_state, reuse_result, run_seconds, stored_config, store_result)
 from .run_dir import RunDir
 
 PLANS_DIR = Path(__file__).resolve().parent / "plans"
@@ -80,13 +81,15 @@ def load_plan(name_or_path: str) -> dict:
     if not path.exists():
         known = ", ".join(p.stem for p in PLANS_DIR.glob("*.json"))
         raise FileNotFoundError(f"no plan {name_or_path!r} (a JSON file, or one of: {known})")
-    try:
-        plan = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    names = [r["name"] for r in plan.get("rows", [])]
+    plan = read_json(path, "a plan")
+    rows = plan.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
+        raise ValueError(f"{path}: a plan needs \"rows\": a list of {{\"name\": ..., \"overrides\": {{...}}}}")
+    names = [r["name"] for r in rows]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"{path}: a plan needs rows with unique names")
+    for name in names:
+        check_plain_name(name, f"{path}: row")
     base = plan.get("base", {})
     for where, over in [("base", base)] + [(r["name"], {**base, **r.get("overrides", {})}) for r in plan["rows"]]:
         try:
@@ -317,7 +320,8 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
              label: str | None = None, reuse: bool = True) -> dict[str, str]:
     """Run (or resume, or skip) every run of ``plan``; store each finished run's result under
     ``results/<label>/`` (``reuse``: copying a committed result of the same config and seed from
-    another plan instead of training it again); returns {run dir: final status}."""
+    another plan instead of training it again); returns {run dir: final status}: ``done``, or
+    ``failed`` for a run whose training exited non-zero in this call, or its folder's state."""
     say = print if progress else (lambda *a, **k: None)
     label = label or plan_label(plan)
     res_dir = None if results is None else Path(results) / label
@@ -361,7 +365,8 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
     failed = [k for k, c in codes.items() if c != 0]
     if failed:
         print(f"{len(failed)} run(s) failed; see their train.log: {failed}", file=sys.stderr)
-    return status
+    # a run that failed here is reported as failed even if another process finished its folder
+    return {**status, **{k: "failed" for k in failed}}
 
 
 def _dispatch(cmds: list, jobs: int, scheduler: str | None, finished) -> None:
@@ -438,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(ns: argparse.Namespace) -> int:
     results = Path(ns.results)
     if ns.power:
+        check_option("--delta", ns.delta, "> 0")
         print(power_table(plan_folders([ns.power], results)[0], ns.delta))
         return 0
     if ns.report is not None:
@@ -454,15 +460,32 @@ def _main(ns: argparse.Namespace) -> int:
         short, full = plan_folders(ns.compare, results)
         print(ranking_markdown(rank_agreement(short, full)))
         return 0
+    check_option("--seeds", ns.seeds, ">= 1")
+    check_option("--jobs", ns.jobs, ">= 1")
     plan = select_rows(load_plan(ns.plan), ns.rows)
     extra = plan_overrides(plan, ns.recipe, _parse_set(ns.set))
+    _check_set(plan, extra, ns.set)
     label = ns.name or plan_label(plan, ns.recipe)
+    check_plain_name(label, "--name" if ns.name else f"{plan['path']}: plan label")
     out = Path(ns.out or f"runs/{label}")
     status = run_plan(plan, list(range(1, ns.seeds + 1)), out, jobs=ns.jobs, extra=extra,
                       scheduler=ns.scheduler, results=results, label=label, reuse=not ns.no_reuse)
-    left = [k for k, v in status.items() if v != "done"]
-    print(f"{len(status) - len(left)}/{len(status)} runs finished" + (f"; unfinished: {left}" if left else ""))
-    return 0 if not left else 1
+    done = sum(v == "done" for v in status.values())
+    failed = [k for k, v in status.items() if v == "failed"]
+    left = [k for k, v in status.items() if v not in ("done", "failed")]
+    print(f"{done}/{len(status)} runs finished" + (f"; failed: {failed}" if failed else "")
+          + (f"; unfinished: {left}" if left else ""))
+    return 0 if not (failed or left) else 1
+
+
+def _check_set(plan: dict, extra: dict[str, Any], given: list[str]) -> None:
+    """The ``--set`` overrides (with the recipe's) make a valid config of the plan's base."""
+    from .config import make_config
+
+    try:
+        make_config({**plan.get("base", {}), **extra})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--set {' '.join(given)}: {exc}" if given else str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -18,16 +18,15 @@ A results folder (``results/<label>/``) holds the plan (``plan.json``) and one f
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .config import make_config
-from .plan_results import comparable, config_diff, is_finished, stored_config
+from .plan_results import (check_plain_name, comparable, config_diff, finished_summary, read_json,
+                           stored_config)
 from .plan_stats import detectable_delta, holm, paired_delta, pooled_sd, seeds_needed
-from .run_dir import RunDir
 
 #: The markers of the block :func:`update_doc` rewrites.
 DOC_BEGIN = "<!-- plan-report:begin (python -m pipelines.experiments --report --doc ...) -->"
@@ -39,16 +38,16 @@ def collect(folder: Path) -> tuple[dict, list[dict]]:
     ``plan.json`` there says the rows, seeds and overrides; a run whose ``config.json`` does not
     match the plan's resolved config for its (row, seed) is left out, with a warning."""
     folder = Path(folder)
-    if not (folder / "plan.json").is_file():
-        raise FileNotFoundError(f"{folder}: no plan.json (not a plan's results folder)")
-    plan = json.loads((folder / "plan.json").read_text())
-    plan.setdefault("label", folder.name)
+    plan = read_plan(folder)
     extra = plan.get("set", {})
     records = []
     for row in plan["rows"]:
         over = {**plan.get("base", {}), **row.get("overrides", {}), **extra}
         for d in sorted((folder / row["name"]).glob("s*")):
-            if not d.name[1:].isdigit() or not is_finished(d):
+            if not d.name[1:].isdigit():
+                continue
+            s = finished_summary(d)
+            if s is None:
                 continue
             seed = int(d.name[1:])
             expected = comparable(make_config({**over, "seed": seed, "out": str(d)}))
@@ -57,7 +56,6 @@ def collect(folder: Path) -> tuple[dict, list[dict]]:
                 print(f"{d}: config differs from the plan ({', '.join(config_diff(got, expected))}); "
                       "left out of the report", file=sys.stderr)
                 continue
-            s = json.loads(RunDir(d).metrics_json.read_text())["summary"]
             records.append({
                 "plan": plan["label"], "row": row["name"], "seed": seed,
                 "acc": s.get("best_PublicTest_acc", s.get("best_val_acc")),
@@ -65,6 +63,22 @@ def collect(folder: Path) -> tuple[dict, list[dict]]:
                 "private_acc": s.get("best_PrivateTest_acc"), "epochs": s.get("epochs_run"),
             })
     return plan, records
+
+
+def read_plan(folder: Path) -> dict:
+    """The ``plan.json`` of a results (or runs) folder, its label defaulting to the folder's
+    name; a missing, corrupt or malformed file is an error naming it."""
+    path = Path(folder) / "plan.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no plan.json (not a plan's results folder)")
+    plan = read_json(path, "a plan.json")
+    if not isinstance(plan, dict) or not isinstance(plan.get("rows"), list) or not all(
+            isinstance(r, dict) and "name" in r for r in plan["rows"]):
+        raise ValueError(f"{path}: not a plan (needs \"rows\": a list of {{\"name\": ...}})")
+    for row in plan["rows"]:
+        check_plain_name(row["name"], f"{path}: row")
+    plan.setdefault("label", Path(folder).name)
+    return plan
 
 
 def summarize(plan: dict, records: list[dict]) -> list[dict]:
@@ -321,7 +335,7 @@ def recipe_pairs(folders: list[Path]) -> list[tuple[Path, Path]]:
     by_name = {f.name: f for f in folders}
     pairs = []
     for f in folders:
-        plan = json.loads((f / "plan.json").read_text())
+        plan = read_plan(f)
         for recipe in plan.get("recipes", {}):
             base = f.name[: -len(recipe) - 1]
             if f.name.endswith(f"_{recipe}") and base in by_name:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -48,6 +49,30 @@ EVAL_PATTERN = RunDir(".").eval_json("*").name
 RUN_INFO = "run.json"
 #: Larger files are never committed.
 MAX_BYTES = 100_000
+
+
+#: A plan's label and its row names become folder names under ``results/`` and ``runs/``: plain
+#: names only (letters, digits, ``_``, ``-``, ``.``; not starting with ``.``), never a path.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_plain_name(name: Any, what: str) -> None:
+    """``ValueError`` naming ``what`` unless ``name`` is a :data:`PLAIN_NAME` (so that
+    ``results/<label>/<row>`` stays inside ``results/``)."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: not a plain name (letters, digits, '_', '-', '.'; not "
+                         "starting with '.'): it names a folder under the results and runs folders")
+
+
+def read_json(path: Path, what: str = "a JSON file") -> Any:
+    """The JSON at ``path``; a truncated or corrupt file is a ``ValueError`` naming it (never
+    skipped: a report without one of its results would be a wrong report)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: {what} that does not read as JSON (truncated or corrupt: {exc}); "
+                         "restore it (git checkout) or remove it") from None
 
 
 def comparable(cfg: Config | dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +111,25 @@ def is_finished(folder: Path) -> bool:
         return bool(json.loads(RunDir(folder).metrics_json.read_text())["summary"].get("finished"))
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return False
+
+
+def finished_summary(folder: Path) -> dict[str, Any] | None:
+    """The run summary of a stored result (or run folder) that finished; ``None`` when it has no
+    ``metrics.json`` or the run has not finished. A ``metrics.json`` or ``config.json`` that
+    does not read is a ``ValueError`` naming the file (what a report must not skip)."""
+    rd = RunDir(folder)
+    if rd.config.is_file():
+        try:
+            Config.load(rd.config)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{exc}; restore it (git checkout) or remove {rd.root}") from None
+    if not rd.metrics_json.is_file():
+        return None
+    metrics = read_json(rd.metrics_json, "a run's metrics.json")
+    summary = metrics.get("summary") if isinstance(metrics, dict) else None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{rd.metrics_json}: no run summary (not a metrics.json of pipelines.train)")
+    return summary if summary.get("finished") else None
 
 
 def result_state(result: Path, expected: dict[str, Any]) -> str:
