@@ -7,7 +7,7 @@
     python -m pipelines.build_graph --source volume --cells CELLS.csv [--fraction 0.1]   # whole-volume surrogate
     python -m pipelines.build_graph --source volume --cells CELLS.csv --engine dask [--scheduler ADDRESS]
 
-Writes the Parquet cache (``--cache``, default ``data_cache``) with its manifest, the graph files
+Writes the Parquet cache (``--cache_root``, default ``data_cache``) with its manifest, the graph files
 (``<cache>/<namespace>/v<version>/graph/`` or ``--out``) and prints a summary. Any error exits
 non-zero with one line on stderr. ``--engine dask`` aggregates (and, for ``volume``, generates) the
 synapses on a Dask cluster: a 2-worker ``LocalCluster`` here, or the one at ``--scheduler ADDRESS``
@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--version", type=int, default=1300, help="CAVE materialization version (default 1300)")
     p.add_argument("--datastack", default="minnie65_public")
     p.add_argument("--seed", type=int, default=0, help="surrogate seed (default 0)")
-    p.add_argument("--cache", default="data_cache", help="cache root (default data_cache)")
-    p.add_argument("--out", default=None, help="graph folder (default <cache>/<namespace>/v<version>/graph)")
+    p.add_argument("--cache_root", "--cache", dest="cache_root", default="data_cache", metavar="DIR",
+                   help="cache root (default data_cache; --cache is its old spelling)")
+    p.add_argument("--out", default=None, help="graph folder (default <cache_root>/<namespace>/v<version>/graph)")
     p.add_argument("--refresh", action="store_true", help="pull again even if cached (also recovers a corrupt cache)")
     p.add_argument("--token-file", default=None, help="file holding a CAVE token (else caveclient's own)")
     p.add_argument("--keep-unknown-types", action="store_true",
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         source = make_source(args.kind, path=args.path, version=args.version, seed=args.seed,
                              datastack=args.datastack, token_file=args.token_file, fraction=args.fraction,
                              resolution_nm=tuple(args.resolution) if args.resolution else None)
-        res = build_graph(source, args.cache, engine=args.engine, scheduler=args.scheduler,
+        res = build_graph(source, args.cache_root, engine=args.engine, scheduler=args.scheduler,
                           n_workers=args.workers, out=args.out, refresh=args.refresh, progress=not args.quiet,
                           keep_unknown_types=args.keep_unknown_types)
         print(summary(res.graph))

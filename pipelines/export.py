@@ -6,25 +6,38 @@
     python -m pipelines.export neuroglancer --ids 864691135001579617 864691135001948818
 
 ``--graph DIR`` is a folder written by ``python -m pipelines.build_graph``; without it the
-toolkit's default graph is used (built into ``--cache`` on first use). ``sonata`` writes the
-circuit (see :mod:`connectomics.export.sonata`) and prints its files and sizes; ``neuroglancer``
-prints the link (and writes the state JSON with ``--json``). Any error exits non-zero with one
-line on stderr.
+toolkit's default graph is used (built into ``--cache_root`` on first use). ``sonata`` writes the
+circuit (see :mod:`connectomics.export.sonata`) into a temporary folder beside ``--out`` and
+renames it into place, so a failed export leaves nothing behind; it prints the files and sizes.
+``neuroglancer`` prints the link (and writes the state JSON with ``--json``). An ``--out`` folder
+that holds files, or a ``--json`` file that exists, is replaced only with ``--force``. A user error
+is one line on stderr and exit status 2 (:func:`pipelines.errors.run_cli`; ``--debug`` shows the
+traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
+from pathlib import Path
+
+from .errors import UserError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)   # accepted before or after the subcommand
     common.add_argument("--graph", default=argparse.SUPPRESS, metavar="DIR",
                         help="graph folder (default: the default graph)")
-    common.add_argument("--cache", default=argparse.SUPPRESS,
-                        help="cache root for the default graph (default data_cache)")
+    common.add_argument("--cache_root", "--cache", dest="cache_root", default=argparse.SUPPRESS, metavar="DIR",
+                        help="cache root for the default graph (default data_cache; --cache is its old "
+                             "spelling)")
+    common.add_argument("--force", action="store_true", default=argparse.SUPPRESS,
+                        help="replace a non-empty --out folder (sonata) or an existing --json file")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
     p = argparse.ArgumentParser(prog="python -m pipelines.export", description=__doc__.split("\n")[0],
                                 parents=[common])
     sub = p.add_subparsers(dest="format", required=True)
@@ -44,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     n.add_argument("--target-url", default=None, help="Neuroglancer deployment (default spelunker)")
     args = p.parse_args(argv)
     args.graph = getattr(args, "graph", None)
-    args.cache = getattr(args, "cache", "data_cache")
+    args.cache_root = getattr(args, "cache_root", "data_cache")
+    args.force = getattr(args, "force", False)
+    args.debug = getattr(args, "debug", False)
     if args.format == "sonata" and args.chunk_edges < 1:
         p.error("--chunk-edges must be >= 1")
     return args
@@ -57,19 +72,50 @@ def _load(args: argparse.Namespace):
         return load_graph(args.graph)
     from connectomics.build import build_default_graph
 
-    return build_default_graph(cache_root=args.cache)
+    return build_default_graph(cache_root=args.cache_root)
+
+
+def _check_population(name: str) -> None:
+    """A SONATA population is an HDF5 group name: a plain name (no '/', not '.' or '..')."""
+    if not name or "/" in name or name in (".", "..") or name != name.strip():
+        raise ValueError(f"--population {name!r}: a plain name (letters, digits, '_', '-'), e.g. microns")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file is there, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"--out {out}: the folder holds {len(list(out.iterdir()))} file(s); "
+                        "--force replaces it with the circuit, or choose an empty --out")
 
 
 def _sonata(graph, args: argparse.Namespace) -> None:
     from connectomics.export import to_sonata
 
-    res = to_sonata(graph, args.out, population=args.population, chunk_edges=args.chunk_edges,
-                    compression=None if args.compression == "none" else args.compression)
-    sizes = res.sizes()
+    out = Path(args.out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        res = to_sonata(graph, tmp, population=args.population, chunk_edges=args.chunk_edges,
+                        compression=None if args.compression == "none" else args.compression)
+        if out.exists():
+            os.replace(out, old)        # an empty folder, or the one --force replaces
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if old.exists():
+                os.replace(old, out)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    files = {name: out / path.name for name, path in res.files.items()}
     print(f"SONATA circuit: {res.n_nodes} nodes ({res.node_population}), {res.n_edges} edges "
           f"({res.edge_population}) in {res.seconds:.1f} s")
-    for name, path in res.files.items():
-        print(f"  {path}  {sizes[name] / 1e6:.2f} MB")
+    for name, path in files.items():
+        print(f"  {path}  {path.stat().st_size / 1e6:.2f} MB")
 
 
 def _neuroglancer(graph, args: argparse.Namespace) -> None:
@@ -79,6 +125,8 @@ def _neuroglancer(graph, args: argparse.Namespace) -> None:
     st = neuroglancer_state(graph, population=args.population, types=args.types, ids=args.ids,
                             version=args.version, target_url=args.target_url or DEFAULT_NEUROGLANCER_URL)
     if args.json:
+        if Path(args.json).exists() and not args.force:
+            raise UserError(f"--json {args.json}: the file exists; --force replaces it")
         print(f"state JSON: {st.save_json(args.json)}  ({len(st.segments)} cells, v{st.version})",
               file=sys.stderr)
     print(st.url)
@@ -86,18 +134,21 @@ def _neuroglancer(graph, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        t0 = time.perf_counter()
-        graph = _load(args)
-        if args.format == "sonata":
-            _sonata(graph, args)
-            print(f"total {time.perf_counter() - t0:.1f} s (graph load included)")
-        else:
-            _neuroglancer(graph, args)
-        return 0
-    except Exception as e:  # one clear line, no traceback
-        print(f"export: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    return run_cli("export", lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.format == "sonata":
+        _check_population(args.population)
+        _check_out(Path(args.out), args.force)
+    graph = _load(args)
+    if args.format == "sonata":
+        _sonata(graph, args)
+        print(f"total {time.perf_counter() - started:.1f} s (graph load included)")
+    else:
+        _neuroglancer(graph, args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -137,5 +137,5 @@ def test_cli_prints_the_link_and_writes_json(surrogate_graph, tmp_path, capsys):
     url = capsys.readouterr().out.strip()
     state = json.loads(out.read_text())
     assert json.loads(urllib.parse.unquote(url.split("#!", 1)[1])) == state
-    assert main(["neuroglancer", "--graph", str(surrogate_graph.folder), "--types", "XX"]) == 1
+    assert main(["neuroglancer", "--graph", str(surrogate_graph.folder), "--types", "XX"]) == 2
     assert "not in the graph" in capsys.readouterr().err

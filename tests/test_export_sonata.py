@@ -282,6 +282,6 @@ def test_cli_writes_the_circuit(surrogate_graph, tmp_path, capsys):
 def test_cli_error_is_one_line(tmp_path, capsys):
     from pipelines.export import main
 
-    assert main(["sonata", "--out", str(tmp_path / "c"), "--graph", str(tmp_path / "nothing")]) == 1
+    assert main(["sonata", "--out", str(tmp_path / "c"), "--graph", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("export: error:") and "nodes.parquet" in err and "\n" not in err
