@@ -188,3 +188,20 @@ def test_a_failed_start_leaves_no_empty_run_folder(tmp_path, capsys):
     kept.mkdir(parents=True)
     assert main(["--data", str(tmp_path / "missing.csv"), "--out", str(kept)]) == 2
     assert kept.is_dir()
+
+
+# -- one spelling of the cache option ---------------------------------------------------------
+def test_every_cli_spells_the_cache_option_cache_root(tmp_path, capsys):
+    import argparse
+
+    from pipelines import build_graph, export
+    from pipelines.config import add_config_arguments
+
+    ap = argparse.ArgumentParser()
+    add_config_arguments(ap)
+    assert ap.parse_args(["--cache_root", "c"]).cache_root == "c"                         # train
+    assert evaluate.main(["--run", str(tmp_path / "nope"), "--cache_root", "c"]) == 2          # parsed
+    assert "--run" in capsys.readouterr().err
+    for argv in (["--cache_root", "c"], ["--cache", "c"]):                                 # old spelling kept
+        assert build_graph.parse_args(["--source", "surrogate", *argv]).cache_root == "c"
+        assert export.parse_args(["sonata", "--out", "x", *argv]).cache_root == "c"
