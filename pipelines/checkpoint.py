@@ -6,8 +6,8 @@ a file that asks for any other Python object is refused as unsafe, never loaded)
 :func:`make_checkpoint` puts in a full checkpoint (``last.pt``, ``final.pt``)::
 
     model, optimizer      state dicts
-    state                 pipelines.train.TrainState.to_dict(): epoch, step, best, history, finished
-    schedule              pipelines.train.LRSchedule.state_dict()
+    state                 pipelines.train.TrainState as a dict: epoch, step, best, history, finished
+    schedule              pipelines.optim.LRSchedule.state_dict()
     rng                   shuffle and augment generator states, the CPU (and CUDA) RNG state of every rank
     config                the run's Config.to_dict()
     world_size, threads   the data-parallel ranks and CPU threads it ran with

@@ -83,7 +83,7 @@ class Config:
     limit_train: int = 0                 # use only the first N training images (0 = all; smoke tests)
     limit_val: int = 0
     # -- graph / column ---------------------------------------------------------------------
-    graph: str = ""                      # graph folder (pipelines.build_graph); "" = default_graph()
+    graph: str = ""                      # graph folder (pipelines.build_graph); "" = the default graph
     graph_source: str = "column"         # default graph: column (real MICrONS V1 column) | surrogate
     graph_seed: int = 0                  # seed of the surrogate default graph
     # -- model ------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """From :meth:`to_dict`'s layout or the earlier flat one."""
+        """From :meth:`to_dict`'s layout or the flat one (every field at the top level)."""
         return cls(**d)
 
     def save(self, path) -> None:

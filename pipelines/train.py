@@ -215,8 +215,8 @@ def setup(cfg: Config, runtime: Runtime, ranks: Ranks, resume: bool, refresh: bo
     torch.manual_seed(noise_seed(cfg.seed, ranks.rank))
     training = TrainingRun(
         cfg=cfg, runtime=runtime, ranks=ranks, run_dir=run_dir, data=data, steps_per_epoch=steps_per_epoch,
-        graph_checksum=last["graph_checksum"] if last else graph_checksum(graph), model=model, train_net=model, eval_net=model,
-        optimizer=make_optimizer(cfg, model),
+        graph_checksum=last["graph_checksum"] if last is not None else graph_checksum(graph),
+        model=model, train_net=model, eval_net=model, optimizer=make_optimizer(cfg, model),
         schedule=LRSchedule(cfg, cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch))),
         shuffle_rng=torch.Generator().manual_seed(cfg.seed),
         augment_rng=torch.Generator(device=runtime.device).manual_seed(cfg.seed + 1),
@@ -345,37 +345,37 @@ def end_epoch(training: TrainingRun, epoch: dict) -> tuple[dict, bool, str]:
     """Validation, model selection, the schedule's plateau rule and the stopping rules after an
     epoch (``epoch``: what :func:`run_epoch` returned). Returns (metrics row, improved, stop
     reason or "")."""
-    cfg, st = training.cfg, training.state
+    cfg, state = training.cfg, training.state
     seen = training.steps_per_epoch * cfg.batch_size
     rep, val_loss = validate_epoch(training)
-    row = {"epoch": st.epoch + 1, "step": st.step, "lr": training.lr,
+    row = {"epoch": state.epoch + 1, "step": state.step, "lr": training.lr,
            "train_loss": epoch["loss_sum"] / seen, "train_acc": epoch["correct"] / seen,
            "val_loss": val_loss / max(1, rep["n"]), "val_acc": rep["accuracy"], "val_f1": rep["macro_f1"],
            "epoch_seconds": round(time.perf_counter() - epoch["t0"], 3),
            "train_images_per_s": round(seen / epoch["seconds"], 1)}
     if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
-        raise TrainingDiverged(_diverged_msg(training.run_dir.root, st.epoch, st.step - 1, "non-finite loss"))
+        raise TrainingDiverged(_diverged_msg(training.run_dir.root, state.epoch, state.step - 1, "non-finite loss"))
     metric = row[cfg.select_metric]
     better = (lambda a, b: a < b) if cfg.select_metric == "val_loss" else (lambda a, b: a > b)
-    improved = st.best_metric is None or better(metric, st.best_metric)
+    improved = state.best_metric is None or better(metric, state.best_metric)
     row["is_best"] = bool(improved)
     if improved:
-        st.best_metric, st.best_epoch, st.bad_epochs = float(metric), st.epoch + 1, 0
+        state.best_metric, state.best_epoch, state.bad_epochs = float(metric), state.epoch + 1, 0
     else:
-        st.bad_epochs += 1
+        state.bad_epochs += 1
     training.schedule.end_epoch(metric, better)
-    st.history.append(row)
-    st.epoch += 1
+    state.history.append(row)
+    state.epoch += 1
     stop = ""
-    if cfg.patience and st.bad_epochs >= cfg.patience:
+    if cfg.patience and state.bad_epochs >= cfg.patience:
         stop = f"early stop: no {cfg.select_metric} improvement for {cfg.patience} epochs"
     if cfg.max_minutes and not stop:
-        spent = training.ranks.max_(torch.tensor(sum(h["epoch_seconds"] for h in st.history),
+        spent = training.ranks.max_(torch.tensor(sum(h["epoch_seconds"] for h in state.history),
                                                  dtype=torch.float64, device=training.runtime.device))
         if float(spent) >= 60 * cfg.max_minutes:
             stop = f"time budget: {float(spent) / 60:.1f} of {cfg.max_minutes:g} minutes used"
-    if st.epoch >= cfg.epochs or stop:
-        st.finished = True
+    if state.epoch >= cfg.epochs or stop:
+        state.finished = True
     return row, improved, stop
 
 
@@ -408,11 +408,11 @@ def save(training: TrainingRun, row: dict, improved: bool) -> None:
 
 
 def summarize(training: TrainingRun) -> dict:
-    cfg, st, runtime = training.cfg, training.state, training.runtime
-    best = next((h for h in st.history if h["epoch"] == st.best_epoch), None)
+    cfg, state, runtime = training.cfg, training.state, training.runtime
+    best = next((h for h in state.history if h["epoch"] == state.best_epoch), None)
     return {"preset": cfg.preset, "model": cfg.model, "seed": cfg.seed,
-            "parameters": count_parameters(training.model), "epochs_run": st.epoch, "steps": st.step,
-            "finished": st.finished, "best_epoch": st.best_epoch, "select_metric": cfg.select_metric,
+            "parameters": count_parameters(training.model), "epochs_run": state.epoch, "steps": state.step,
+            "finished": state.finished, "best_epoch": state.best_epoch, "select_metric": cfg.select_metric,
             "best_val_acc": best["val_acc"] if best else None, "best_val_f1": best["val_f1"] if best else None,
             "device": str(runtime.device), "world_size": training.ranks.world, "amp": runtime.amp,
             "compile": runtime.compile, "threads": torch.get_num_threads(), "torch": torch.__version__}
@@ -466,23 +466,23 @@ def _final_reports(training: TrainingRun, summary: dict) -> None:
 
 def loop(training: TrainingRun) -> dict:
     """Epochs until done, stopped or diverged; then :func:`finish`."""
-    cfg, st, ranks = training.cfg, training.state, training.ranks
-    if st.finished:
+    cfg, state, ranks = training.cfg, training.state, training.ranks
+    if state.finished:
         ranks.log("that run already finished; nothing to do")
         return {"finished": True, **summarize(training)}
-    while st.epoch < cfg.epochs:
+    while state.epoch < cfg.epochs:
         epoch = run_epoch(training)
         if epoch is None:
-            return {"stopped": True, "step": st.step, "epoch": st.epoch}
+            return {"stopped": True, "step": state.step, "epoch": state.epoch}
         row, improved, stop = end_epoch(training, epoch)
         save(training, row, improved)
         ranks.barrier()
         if stop:
             ranks.log(stop)
             break
-        if cfg.stop_after_epoch and st.epoch == cfg.stop_after_epoch and not st.finished:
-            ranks.log(f"stopped after epoch {st.epoch} (stop_after_epoch)")
-            return {"stopped": True, "step": st.step, "epoch": st.epoch}
+        if cfg.stop_after_epoch and state.epoch == cfg.stop_after_epoch and not state.finished:
+            ranks.log(f"stopped after epoch {state.epoch} (stop_after_epoch)")
+            return {"stopped": True, "step": state.step, "epoch": state.epoch}
     return finish(training)
 
 
