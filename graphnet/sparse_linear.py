@@ -70,8 +70,9 @@ class SparseLinear(SignedProjection, MessagePassing):
 
     Two kernels, same maths:
 
-    * ``impl="csr"`` (default): ``torch.sparse`` CSR matmul forward and ``A^T`` /
-      ``sampled_addmm`` backward (memory :math:`O(E + B(n_{in} + n_{out}))`);
+    * ``impl="csr"`` (default): PyG's fused ``message_and_aggregate`` on the transposed CSR
+      adjacency: a ``torch.sparse`` CSR matmul forward and ``A^T`` / ``sampled_addmm`` backward
+      (memory :math:`O(E + B(n_{in} + n_{out}))`);
     * ``impl="scatter"``: PyG gather/scatter message passing (``message = w x_j``,
       ``aggr="add"``; memory :math:`O(E B)`), kept as a reference.
 
@@ -183,8 +184,9 @@ class SparseLinear(SignedProjection, MessagePassing):
         if w.numel() == 0:
             out = x.new_zeros(x.shape[0], self.out_features) + 0.0 * (x.sum() + w.sum())
         elif self.impl == "csr":
-            out = _CSRLinearFunction.apply(x, w, self.crow, self.col, self.perm_t, self.crow_t,
-                                           self.col_t, self.out_features)
+            # PyG's fused path: a sparse adjacency (rows = post) goes to message_and_aggregate
+            adj_t = _csr(self.crow, self.col, w.detach(), (self.out_features, self.in_features))
+            out = self.propagate(adj_t, x=x.t(), edge_weight=w).t()
         else:
             out = self.propagate(self.edge_index, x=(x.t(), None), edge_weight=w,
                                  size=(self.in_features, self.out_features)).t()
@@ -195,6 +197,13 @@ class SparseLinear(SignedProjection, MessagePassing):
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
         # x_j: (E, B), edge_weight: (E,) -> (E, B)
         return edge_weight.unsqueeze(-1) * x_j
+
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor, edge_weight: Tensor) -> Tensor:
+        # adj_t: (out, in) CSR pattern, x: (in, B), edge_weight: (E,) in CSR order -> (out, B).
+        # The product runs through _CSRLinearFunction so the gradient reaches edge_weight
+        # without materialising a (B, E) tensor.
+        return _CSRLinearFunction.apply(x.t(), edge_weight, adj_t.crow_indices(), adj_t.col_indices(),
+                                        self.perm_t, self.crow_t, self.col_t, self.out_features).t()
 
     # -- connectivity ---------------------------------------------------------------------------
     @property

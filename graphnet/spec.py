@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Sequence
 
 WEIGHT_INITS = ("fan_in", "synapse_count", "summed_size")
-MASKS = ("connectome", "random", "degree_shuffle", "label_shuffle", "dense")
+MASKS = ("connectome", "random", "block_random", "degree_shuffle", "weight_shuffle",
+         "label_shuffle", "dense")
 BACKENDS = ("auto", "dense", "sparse")
 INHIBITION_MEASURES = ("n_synapses", "connections")
 
@@ -73,8 +74,10 @@ class ColumnSpec:
         min_synapses: a pair is connected when it has at least this many synapses.
         weight_init: ``"fan_in"`` (scaled by masked fan-in) or magnitudes proportional to the
             pair's ``"synapse_count"``/``"summed_size"`` (same per-unit variance).
-        mask: ``"connectome"`` or a null model (``"random"``, ``"degree_shuffle"``,
-            ``"label_shuffle"``: graph transforms seeded with ``seed``) or ``"dense"`` (all ones).
+        mask: ``"connectome"`` or a null model (graph transforms seeded with ``seed``,
+            :mod:`graphnet.null_models`: ``"block_random"``, ``"degree_shuffle"`` and
+            ``"weight_shuffle"`` keep every projection's edge count and synapse total;
+            ``"random"`` and ``"label_shuffle"`` do not) or ``"dense"`` (all ones).
         backend: ``"auto"`` (measured crossover), ``"dense"`` or ``"sparse"``.
         seed: seeds mask sampling, null models and weight initialisation.
     """

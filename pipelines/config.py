@@ -35,7 +35,7 @@ FLAT: dict[str, tuple[str, str, str]] = {
     "homeostasis": ("column", "homeostasis", "homeostatic thresholds"),
     "homeostatic_target": ("column", "homeostatic_target", "mean activity each unit is pulled to"),
     "homeostatic_rate": ("column", "homeostatic_rate", "step of the threshold update"),
-    "mask": ("column", "mask", "connectome | random | degree_shuffle | label_shuffle | dense"),
+    "mask": ("column", "mask", "connectome | block_random | degree_shuffle | weight_shuffle (matched nulls) | random | label_shuffle | dense"),
     "column_backend": ("column", "backend", "dense | sparse | auto (dense: portable checkpoints)"),
     "column_seed": ("column", "seed", "seeds masks, null models and the column's initialisation "
                     "(default: the run's seed)"),

@@ -167,12 +167,13 @@ def test_paper_and_cnn_presets_parameter_counts():
 
 
 def test_switches_change_the_model():
-    from pipelines.models import CBAM, build_model
+    from pipelines.frontend import CBAM
+    from pipelines.models import build_model
 
     g = widths_graph({("4P", "L4"): 12, ("23P", "L2/3"): 10, ("5P-IT", "L5"): 8, ("6P-IT", "L6"): 9,
                       ("BC", "L4"): 3}, p=0.2)
     base = replace(Config(), conv1_channels=4, conv2_channels=4, feat_size=6)
-    from graphnet import FastLateralInhibition2d, LateralInhibition2d
+    from pipelines.frontend import FastLateralInhibition2d, LateralInhibition2d
 
     m = build_model(base, g)
     names = {type(x).__name__ for x in m.modules()}
@@ -192,7 +193,7 @@ def test_switches_change_the_model():
 
 
 def test_matmul_adaptive_pool_and_cbam_layouts_agree():
-    from pipelines.models import CBAM, AdaptiveAvgPool2dMM
+    from pipelines.frontend import CBAM, AdaptiveAvgPool2dMM
 
     x = torch.randn(3, 4, 24, 24)
     for out in (15, 7, 10):
