@@ -446,8 +446,11 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         g["lr"] = t.lr
     if "before_step" in t.hooks:
         t.hooks["before_step"](step, t.raw)
-    with t.rt.autocast():
-        logits = t.net(x)
+    try:
+        with t.rt.autocast():
+            logits = t.net(x)
+    except FloatingPointError as exc:   # the recurrent column's dynamics exploded
+        raise TrainingDiverged(_diverged_msg(t.run.root, t.state.epoch, step, str(exc))) from None
     logits = logits.float()
     loss_s = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
     t.opt.zero_grad(set_to_none=True)
@@ -525,8 +528,12 @@ def run_epoch(t: Trainer) -> dict | None:
 
 def validate_epoch(t: Trainer) -> tuple[dict, float]:
     """(report, summed loss) of the model on the validation usage (all ranks' shards)."""
-    cm, vloss = evaluate_arrays(t.eval_net, t.XV, t.YV, t.cfg.eval_batch_size, t.rt.amp_dtype,
-                                t.rt.channels_last, tta_flip=t.cfg.tta_flip)
+    try:
+        cm, vloss = evaluate_arrays(t.eval_net, t.XV, t.YV, t.cfg.eval_batch_size, t.rt.amp_dtype,
+                                    t.rt.channels_last, tta_flip=t.cfg.tta_flip)
+    except FloatingPointError as exc:
+        raise TrainingDiverged(_diverged_msg(t.run.root, t.state.epoch, t.state.step - 1,
+                                             f"validation: {exc}")) from None
     if t.dd.world > 1:
         v = torch.as_tensor(np.concatenate([cm.ravel(), [vloss]]), dtype=torch.float64, device=t.rt.device)
         dist.all_reduce(v)
