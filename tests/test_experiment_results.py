@@ -56,8 +56,10 @@ def test_results_are_committed_and_finish_on_another_machine(tmp_path, tiny_base
     assert ex.main([*args[:3], "1", *args[4:], "--out", str(tmp_path / "m1")]) == 0
     assert len(launched) == 2
     res = results / "tiny" / "full" / "s1"
-    assert sorted(p.name for p in res.iterdir()) == ["config.json", "eval_PrivateTest.json",
-                                                      "eval_PublicTest.json", "metrics.json", "run.json"]
+    assert sorted(p.name for p in res.iterdir()) == [
+        "config.json", "eval_PrivateTest.json", "eval_PrivateTest_final.json", "eval_PublicTest.json",
+        "eval_PublicTest_final.json", "metrics.json", "predictions.npz", "run.json"]
+    assert (res / "predictions.npz").read_bytes() == (tmp_path / "m1" / "full" / "s1" / "predictions.npz").read_bytes()
     info = json.loads((res / "run.json").read_text())
     assert info["seconds"] > 0 and (info["commit"] is None or len(info["commit"].split("+")[0]) == 40)
     # machine 2: no runs folder, only the committed results -> seed 1 skipped, seed 2 run
@@ -136,12 +138,17 @@ def test_store_result_is_atomic_and_small(tmp_path):
     (run / "eval_Big.json").write_bytes(b"x" * (pr.MAX_BYTES + 1))
     for f in ("final.pt", "best.pt", "curves.png"):
         (run / f).write_bytes(b"x")
+    # a run of before predictions were stored: stored without them
+    old = pr.store_result(run, tmp_path / "res" / "a" / "s0")
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "eval_PublicTest.json",
+                                                      "metrics.json", "run.json"]
+    (run / "predictions.npz").write_bytes(b"npz")
     dest = pr.store_result(run, tmp_path / "res" / "a" / "s1", seconds=12.5)
     assert sorted(p.name for p in dest.iterdir()) == ["config.json", "eval_PublicTest.json",
-                                                       "metrics.json", "run.json"]
+                                                       "metrics.json", "predictions.npz", "run.json"]
     assert pr.run_seconds(dest) == 12.5
     pr.store_result(run, dest, seconds=3.0)       # replaces, leaves no temporary folders
-    assert pr.run_seconds(dest) == 3.0 and sorted(p.name for p in dest.parent.iterdir()) == ["s1"]
+    assert pr.run_seconds(dest) == 3.0 and sorted(p.name for p in dest.parent.iterdir()) == ["s0", "s1"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,3 +268,4 @@ def test_power_cli_on_results(tmp_path, capsys):
     sd = float(np.std(diffs, ddof=1))
     assert f"{sd:8.2f}" in out and f"{ps.seeds_needed(sd, 0.5):6d}" in out.splitlines()[-2]
     assert f"5 seeds {ps.detectable_delta(5, sd):.2f} pp" in out.splitlines()[-1]
+
