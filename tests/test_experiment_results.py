@@ -269,3 +269,49 @@ def test_power_cli_on_results(tmp_path, capsys):
     assert f"{sd:8.2f}" in out and f"{ps.seeds_needed(sd, 0.5):6d}" in out.splitlines()[-2]
     assert f"5 seeds {ps.detectable_delta(5, sd):.2f} pp" in out.splitlines()[-1]
 
+
+def test_mcnemar_exact_by_hand():
+    row = np.array([1] * 10 + [0] * 2 + [1] * 5 + [0] * 3, bool)
+    ref = np.array([0] * 10 + [1] * 2 + [1] * 5 + [0] * 3, bool)
+    r = ps.mcnemar_exact(row, ref)
+    # b = 10 discordant for the row, c = 2: two-sided 2 P(X >= 10 | Bin(12, 1/2)) = 2 (66 + 12 + 1) / 4096
+    assert (r["b"], r["c"]) == (10, 2) and r["p"] == pytest.approx(158 / 4096)
+    assert ps.mcnemar_exact(ref, row)["p"] == pytest.approx(158 / 4096)
+    assert ps.mcnemar_exact(row, row) == {"b": 0, "c": 0, "p": 1.0}
+    with pytest.raises(ValueError, match="differ in images"):
+        ps.mcnemar_exact(row, ref[:-1])
+
+
+def test_paired_bootstrap_resamples_seeds_then_images():
+    rng = np.random.default_rng(3)
+    n_img = 2000
+    ref = [rng.random(n_img) < 0.5 for _ in range(4)]
+    row = [np.where(rng.random(n_img) < 0.8, r, rng.random(n_img) < 0.53) for r in ref]
+    got = ps.paired_bootstrap(row, ref, n_boot=4000)
+    d = np.array([a.astype(int) - b for a, b in zip(row, ref)])          # (seeds, images)
+    assert got["mean"] == pytest.approx(100 * d.mean()) and got["n"] == 4
+    # the same distribution as drawing seeds, then image indices, explicitly
+    explicit = []
+    for _ in range(2000):
+        seeds = rng.integers(0, 4, 4)
+        explicit.append(100 * np.mean([d[k][rng.integers(0, n_img, n_img)].mean() for k in seeds]))
+    lo, hi = np.percentile(explicit, [2.5, 97.5])
+    width = hi - lo
+    assert abs(got["lo"] - lo) < 0.1 * width and abs(got["hi"] - hi) < 0.1 * width
+    # one seed: only the images vary, s.d. of the mean = sd(d) / sqrt(N)
+    one = ps.paired_bootstrap(row[:1], ref[:1])
+    half = 1.96 * 100 * d[0].std() / np.sqrt(n_img)
+    assert (one["lo"], one["hi"]) == pytest.approx((100 * d[0].mean() - half, 100 * d[0].mean() + half), abs=0.05 * half)
+    # seeds far apart and many images: the interval spans the seeds' own differences
+    big = 200_000
+    a = [np.ones(big, bool), np.zeros(big, bool)]
+    b = [np.r_[np.ones(big - 10_000, bool), np.zeros(10_000, bool)], np.r_[np.ones(10_000, bool), np.zeros(big - 10_000, bool)]]
+    two = ps.paired_bootstrap(a, b)           # seed 1: +5 pp, seed 2: -5 pp
+    assert two["mean"] == pytest.approx(0) and two["lo"] == pytest.approx(-5, abs=0.1) and two["hi"] == pytest.approx(5, abs=0.1)
+    assert ps.paired_bootstrap(row, ref) == ps.paired_bootstrap(row, ref)     # seeded: reproducible
+    same = ps.paired_bootstrap(ref, ref)
+    assert (same["lo"], same["hi"]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same number"):
+        ps.paired_bootstrap(row, ref[:2])
+    with pytest.raises(ValueError, match="seed 0"):
+        ps.paired_bootstrap([row[0][:5]], [ref[0]])
