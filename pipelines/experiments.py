@@ -12,8 +12,10 @@ A plan is a JSON file (``pipelines/plans/ablations.json``, ``controls.json``, or
 :class:`pipelines.config.Config` overrides, not code; ``paper_delta`` (optional) is the paper's
 Δ accuracy for the row, shown beside ours; ``family`` (optional) names, before the plan runs, the
 rows compared with the reference: Holm's correction covers exactly those (default: every other
-row). ``superseded_by`` / ``superseded_note`` mark a plan's results as replaced by another plan
-(kept in the record; :mod:`pipelines.plan_report`). ``--recipe NAME`` adds that recipe's overrides to every
+row), and a results folder that holds results refuses a plan with another family
+(:func:`results_record`). ``superseded_by`` / ``superseded_note`` mark a plan's results as
+replaced by another plan (kept in the record, and kept when the plan runs again;
+:mod:`pipelines.plan_report`). ``--recipe NAME`` adds that recipe's overrides to every
 row (results under ``results/<plan>_<NAME>``), ``--set KEY=VALUE`` adds more (give a ``--name``
 when they change the recipe, so that the results land in their own folder).
 
@@ -332,6 +334,8 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
     record = {**{k: v for k, v in plan.items() if k not in ("path", "all_rows")},
               "rows": plan.get("all_rows", plan["rows"]), "plan_file": plan.get("path"),
               "label": label, "seeds": seeds, "set": extra or {}}
+    if res_dir is not None:
+        record = results_record(res_dir, record)
     _write_json(out / "plan.json", record)
     runs = expand(plan, seeds, out, extra, res_dir)
     committed, todo = _prepare(runs, say, reuse)
@@ -369,6 +373,28 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
     if failed:
         print(f"{len(failed)} run(s) failed; see their train.log: {failed}", file=sys.stderr)
     return status
+
+
+#: Fields of a results folder's ``plan.json`` that mark finished results, kept when the plan runs again.
+SUPERSESSION_FIELDS = ("superseded_by", "superseded_note")
+
+
+def results_record(res_dir: Path, record: dict) -> dict:
+    """The ``plan.json`` to write into the results folder ``res_dir`` for a run of the plan
+    ``record``: ``record`` itself, keeping a supersession mark already on the folder (unless the
+    plan sets its own). A plan whose comparison ``family`` differs from the one the folder's
+    finished results ran under is refused: a family is fixed before the runs, never re-picked."""
+    path = Path(res_dir) / "plan.json"
+    if not path.is_file():
+        return record
+    old = json.loads(path.read_text())
+    if old.get("family") != record.get("family") and any(Path(res_dir).glob("*/s*/metrics.json")):
+        raise ValueError(f"{path}: its results ran with comparison family {old.get('family')}, the plan "
+                         f"names {record.get('family')}; a family is fixed before a plan runs: keep it, "
+                         "or put the results in another folder (--name)")
+    if "superseded_by" in record:
+        return record
+    return {**record, **{k: old[k] for k in SUPERSESSION_FIELDS if k in old}}
 
 
 def _dispatch(cmds: list, jobs: int, scheduler: str | None, finished) -> None:

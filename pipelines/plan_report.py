@@ -32,7 +32,8 @@ report reads besides rows and reference:
   in the family.
 * ``"superseded_by": LABEL, "superseded_note": WHY`` -- the results stay in the record, shown as
   superseded by plan ``LABEL`` with the note. Put them in ``results/<label>/plan.json`` to mark
-  finished results; a plan file carrying them passes them to every results folder it writes.
+  finished results (running the plan again keeps them); a plan file carrying them passes them to
+  every results folder it writes.
 """
 
 from __future__ import annotations

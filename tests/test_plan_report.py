@@ -368,3 +368,26 @@ def test_delta_figure_draws_each_plan_with_both_intervals_and_the_detectable_ban
                     str(tmp_path / "cli.png")]) == 0 and (tmp_path / "cli.png").is_file()
     with pytest.raises(ValueError, match="none of the rows"):
         rep.delta_figure_of([folder], rows=["nope"])
+
+
+def test_running_a_plan_again_keeps_the_supersession_mark_and_refuses_a_new_family(tmp_path, monkeypatch):
+    monkeypatch.setattr(ex, "_execute", lambda cmd, log, cwd: 0)
+    monkeypatch.setattr(ex, "_cuda_available", lambda: False)
+    monkeypatch.setattr(ex.runtime, "default_threads", lambda local_processes=1: 1)
+    path = tmp_path / "myplan.json"
+    path.write_text(json.dumps({"reference": "ref", "rows": ROWS5[:3]}))
+    results = tmp_path / "results"
+    ex.run_plan(ex.load_plan(str(path)), [1], tmp_path / "runs", progress=False, results=results)
+    stored = results / "myplan" / "plan.json"
+    mark = {"superseded_by": "newplan", "superseded_note": "why."}
+    stored.write_text(json.dumps({**json.loads(stored.read_text()), **mark}))
+    ex.run_plan(ex.load_plan(str(path)), [1, 2], tmp_path / "runs", progress=False, results=results)
+    again = json.loads(stored.read_text())
+    assert again["seeds"] == [1, 2] and {k: again[k] for k in mark} == mark
+    # a family named after results exist would re-pick the comparisons: refused
+    (results / "myplan" / "b" / "s1").mkdir(parents=True)
+    (results / "myplan" / "b" / "s1" / "metrics.json").write_text("{}")
+    path.write_text(json.dumps({"reference": "ref", "rows": ROWS5[:3], "family": ["b"]}))
+    with pytest.raises(ValueError, match=r"plan\.json: its results ran with comparison family None"):
+        ex.run_plan(ex.load_plan(str(path)), [1], tmp_path / "runs", progress=False, results=results)
+    assert json.loads(stored.read_text()).get("family") is None
