@@ -339,8 +339,9 @@ def power_markdown(pw: dict | None, alpha: float = ALPHA, power: float = POWER) 
         return "Resolution: no comparison with 2 or more paired seeds yet.\n"
     det = "; ".join(f"{d:.2f} pp with {n} seeds" for n, d in pw["detectable"].items())
     return (f"Resolution: the plan's pooled s.d. of paired differences is {pw['sd']:.2f} pp "
-            f"({pw['comparisons']} comparisons, {pw['pairs']} pairs); the smallest true Δ a two-sided "
-            f"paired t-test (α {alpha}, before Holm) detects with power {power}: {det}.\n")
+            f"({pw['comparisons']} comparison{'s' * (pw['comparisons'] != 1)}, {pw['pairs']} pairs); the "
+            f"smallest true Δ a two-sided paired t-test (α {alpha}, before Holm) detects with power "
+            f"{power}: {det}.\n")
 
 
 def superseded_markdown(plan: dict) -> str:
