@@ -77,6 +77,12 @@ def test_results_are_committed_and_finish_on_another_machine(tmp_path, tiny_base
     assert ex.main(["--report", "--results", str(results)]) == 0
     md = (results / "tiny" / "report.md").read_text()
     assert "| full | 2 |" in md and "| no_dale | 2 |" in md
+    # the committed predictions give the image-level statistics and the final epoch
+    import pandas as pd
+
+    row = pd.read_csv(results / "tiny" / "report.csv").set_index("row").loc["no_dale"]
+    assert row["boot_lo"] <= row["delta_acc"] <= row["boot_hi"] and row["mcnemar_seeds"] == 2
+    assert np.isfinite(row["final_acc_mean"]) and np.isfinite(row["delta_final"])
     assert (results / "tiny" / "report.png").stat().st_size > 1000
     # a changed config is re-run (and its result replaced), never reused
     plan = json.loads(plan_file.read_text())
