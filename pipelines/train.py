@@ -648,6 +648,7 @@ def finish(t: Trainer) -> dict:
 
 def _final_reports(t: Trainer, summary: dict) -> None:
     from .plots import plot_curves
+    from .predictions import store_predictions
 
     cfg, raw, dev = t.cfg, t.raw, t.rt.device
     if cfg.plots:
@@ -678,6 +679,8 @@ def _final_reports(t: Trainer, summary: dict) -> None:
                   f"{100 * rep['accuracy']:.2f}%, macro F1 {rep['macro_f1']:.4f}")
     finally:
         raw.load_state_dict(final_state)
+    summary.update(store_predictions(t.run.root, raw, best["model"], t.ds, cfg, t.rt, plot=cfg.plots,
+                                     best_epoch=best["epoch"], final_epoch=t.state.epoch))
 
 
 def loop(t: Trainer) -> dict:
