@@ -1,6 +1,7 @@
 """Export a graph to the field's tools: ``python -m pipelines.export {sonata,neuroglancer} ...``.
 
     python -m pipelines.export sonata --out circuits/v1_column [--graph DIR] [--population NAME]
+    python -m pipelines.export sonata --run runs/paper-s1 --out circuits/paper-s1 [--checkpoint best]
     python -m pipelines.export neuroglancer --population "4P|L4" [--graph DIR] [--json FILE]
     python -m pipelines.export neuroglancer --types 4P 23P
     python -m pipelines.export neuroglancer --ids 864691135001579617 864691135001948818
@@ -9,10 +10,12 @@
 toolkit's default graph is used (built into ``--cache_root`` on first use). ``sonata`` writes the
 circuit (see :mod:`connectomics.export.sonata`) into a temporary folder beside ``--out`` and
 renames it into place, so a failed export leaves nothing behind; it prints the files and sizes.
-``neuroglancer`` prints the link (and writes the state JSON with ``--json``). An ``--out`` folder
-that holds files, or a ``--json`` file that exists, is replaced only with ``--force``. A user error
-is one line on stderr and exit status 2 (:func:`pipelines.errors.run_cli`; ``--debug`` shows the
-traceback).
+With ``--run`` the circuit is a trained run's column: the run's cells, the connections its column
+compiled (null model applied) and each connection's effective weight as SONATA's ``syn_weight``,
+so the trained column can be simulated in BMTK or NEST. ``neuroglancer`` prints the link (and
+writes the state JSON with ``--json``). An ``--out`` folder that holds files, or a ``--json`` file
+that exists, is replaced only with ``--force``. A user error is one line on stderr and exit status
+2 (:func:`pipelines.errors.run_cli`; ``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from .errors import UserError, run_cli
 
@@ -44,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s = sub.add_parser("sonata", help="write a SONATA circuit", parents=[common])
     s.add_argument("--out", required=True, metavar="DIR", help="folder for the circuit files")
     s.add_argument("--population", default="microns", help="node population name (default microns)")
+    s.add_argument("--run", default=None, metavar="RUN_DIR",
+                   help="export a trained run's column with its effective weights as syn_weight")
+    s.add_argument("--checkpoint", default="best", help="with --run: best | final | last (default best)")
     s.add_argument("--chunk-edges", type=int, default=250_000, help="edges written per chunk")
     s.add_argument("--compression", choices=("none", "gzip"), default="none",
                    help="HDF5 compression (default none: libsonata's wheel cannot read gzip)")
@@ -87,6 +96,29 @@ def _check_out(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"--out {out}: the folder holds {len(list(out.iterdir()))} file(s); "
                         "--force replaces it with the circuit, or choose an empty --out")
+
+
+def trained_circuit(run: str, checkpoint: str = "best"):
+    """The graph of a trained run's column: the run's cells (nodes), the connections its column
+    compiled (edges, null model applied) with ``n_synapses``, ``summed_size`` and ``syn_weight``
+    (the effective weight the trained column applies)."""
+    from connectomics.graph import ConnectomeGraph
+
+    from .checkpoint import load_run, load_run_graph
+    from .run_dir import RunDir
+
+    model, cfg, ck = load_run(run, checkpoint)
+    if cfg.model != "bionic":
+        raise ValueError(f"--run {run}: model {cfg.model!r} has no connectome column to export")
+    graph = load_run_graph(RunDir(run), cfg, ck["graph_checksum"])
+    table = model.column.connection_table()
+    root = graph.nodes["root_id"].to_numpy()
+    pre, post = table["pre"].to_numpy(np.int64), table["post"].to_numpy(np.int64)
+    edges = pd.DataFrame({"pre": pre, "post": post, "pre_root_id": root[pre], "post_root_id": root[post],
+                          "n_synapses": table["n_synapses"].to_numpy(), "summed_size": table["summed_size"].to_numpy(),
+                          "syn_weight": table["weight"].to_numpy()})
+    meta = {**graph.meta, "trained_run": str(run), "checkpoint": checkpoint}
+    return ConnectomeGraph(nodes=graph.nodes, edges=edges, meta=meta)
 
 
 def _sonata(graph, args: argparse.Namespace) -> None:
@@ -142,7 +174,12 @@ def _main(args: argparse.Namespace) -> int:
     if args.format == "sonata":
         _check_population(args.population)
         _check_out(Path(args.out), args.force)
-    graph = _load(args)
+    if args.format == "sonata" and args.run:
+        if args.graph:
+            raise ValueError("--run exports the run's own graph; leave out --graph")
+        graph = trained_circuit(args.run, args.checkpoint)
+    else:
+        graph = _load(args)
     if args.format == "sonata":
         _sonata(graph, args)
         print(f"total {time.perf_counter() - started:.1f} s (graph load included)")

@@ -30,13 +30,15 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+import connectomics.build
+from connectomics import load_graph
 
 from .augment import BatchAugment, normalize, to_float
 from .checkpoint import best_subset, graph_checksum, load_checkpoint, load_run, make_checkpoint, save_checkpoint
@@ -57,8 +59,7 @@ class TrainingDiverged(UserError):
 
 
 def noise_seed(seed: int, rank: int, step: int = 0) -> int:
-    """The seed of a rank's training-noise stream (synaptic noise, dropout): at step 0 for a new
-    run, at the resumed step when a run resumes on another number of ranks."""
+    """The seed of a rank's training-noise stream (synaptic noise, dropout) from optimiser ``step``."""
     return seed * 1000 + 17 + rank + 7919 * step
 
 
@@ -120,12 +121,13 @@ class TrainingRun:
     def plastic(self) -> bool:
         return self.cfg.model == "bionic" and (self.cfg.hebbian_rate > 0 or self.cfg.homeostasis)
 
-
-def _diverged_msg(out: Path, epoch: int, step: int, what: str) -> str:
-    last = RunDir(out).last
-    where = f"{last} (end of epoch {epoch})" if last.exists() else "none (no epoch finished)"
-    return (f"training diverged at epoch {epoch + 1}, step {step}: {what}. Stopped; the last good "
-            f"checkpoint is {where}. Lower --lr / --hebbian_rate or check the data.")
+    def diverged(self, step: int, what: str) -> TrainingDiverged:
+        """The error that stops the run at optimiser ``step``, naming the last good checkpoint."""
+        last, epoch = self.run_dir.last, self.state.epoch
+        where = f"{last} (end of epoch {epoch})" if last.exists() else "none (no epoch finished)"
+        return TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {step}: {what}. Stopped; "
+                                f"the last good checkpoint is {where}. Lower --lr / --hebbian_rate or "
+                                "check the data.")
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -136,12 +138,8 @@ def _load_data(cfg: Config, ranks: Ranks, device: torch.device, refresh: bool) -
     ranks.log(f"data: {len(dataset)} images from {cfg.data} "
               f"({'cache' if dataset.meta.get('from_cache') else 'decoded'}, "
               f"{time.perf_counter() - started:.2f} s); usages {', '.join(dataset.usages)}")
-    train_x, train_y = dataset.split(cfg.train_usage)
-    val_x, val_y = dataset.split(cfg.val_usage)
-    if cfg.limit_train:
-        train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
-    if cfg.limit_val:
-        val_x, val_y = val_x[:cfg.limit_val], val_y[:cfg.limit_val]
+    train_x, train_y = (a[:cfg.limit_train or None] for a in dataset.split(cfg.train_usage))   # 0: all
+    val_x, val_y = (a[:cfg.limit_val or None] for a in dataset.split(cfg.val_usage))
     shard = np.array_split(np.arange(len(val_y)), ranks.world)[ranks.rank]
     return TrainingData(dataset,
                         torch.as_tensor(np.ascontiguousarray(train_x)).unsqueeze(1).to(device),
@@ -158,12 +156,9 @@ def _new_run_graph(cfg: Config, ranks: Ranks):
         return None
     with ranks.main_first():
         if cfg.graph:
-            from connectomics import load_graph
-
             return load_graph(cfg.graph)
-        from connectomics.build import build_default_graph
-
-        return build_default_graph(cfg.cache_root, seed=cfg.graph_seed, source=cfg.graph_source)
+        return connectomics.build.build_default_graph(cfg.cache_root, seed=cfg.graph_seed,
+                                                      source=cfg.graph_source)
 
 
 def _restore(training: TrainingRun, last: dict) -> None:
@@ -231,10 +226,11 @@ def setup(cfg: Config, runtime: Runtime, ranks: Ranks, resume: bool, refresh: bo
     training.train_net = data_parallel(model, ranks, runtime.device)
     if runtime.compile:
         training.train_net, training.eval_net = torch.compile(training.train_net), torch.compile(model)
-    ranks.log(f"device {runtime.device}{f' x{ranks.world} ranks' if ranks.world > 1 else ''}; amp {runtime.amp}; "
-              f"compile {runtime.compile}; channels_last {runtime.channels_last}; deterministic "
-              f"{runtime.deterministic}; threads {runtime.threads}; {len(data.train_labels)} train / "
-              f"{data.n_val_images} {cfg.val_usage} images; {steps_per_epoch} steps/epoch of {cfg.batch_size}")
+    ranks.log(f"device {runtime.device}{f' x{ranks.world} ranks' if ranks.world > 1 else ''}; amp "
+              f"{runtime.amp}; compile {runtime.compile}; channels_last {runtime.channels_last}; "
+              f"deterministic {runtime.deterministic}; threads {runtime.threads}; {len(data.train_labels)} "
+              f"train / {data.n_val_images} {cfg.val_usage} images; {steps_per_epoch} steps/epoch of "
+              f"{cfg.batch_size}")
     return training
 
 
@@ -248,8 +244,11 @@ def train_step(training: TrainingRun, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
         group["lr"] = training.lr
     if "before_step" in training.hooks:
         training.hooks["before_step"](step, training.model)
-    with training.runtime.autocast():
-        logits = training.train_net(x)
+    try:
+        with training.runtime.autocast():
+            logits = training.train_net(x)
+    except FloatingPointError as exc:   # the recurrent column's dynamics exploded
+        raise training.diverged(step, str(exc)) from None
     logits = logits.float()
     loss_sum = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
     training.optimizer.zero_grad(set_to_none=True)
@@ -262,8 +261,7 @@ def train_step(training: TrainingRun, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
         try:
             changed = training.model.plasticity_step()
         except FloatingPointError as exc:
-            raise TrainingDiverged(_diverged_msg(training.run_dir.root, training.state.epoch, step,
-                                                 f"plasticity step: {exc}")) from None
+            raise training.diverged(step, f"plasticity step: {exc}") from None
         if ranks.world > 1 and changed and not gathered:
             broadcast_module(training.model.column)   # unknown recording: rank 0's update for all
     training.state.step = step + 1
@@ -273,8 +271,7 @@ def train_step(training: TrainingRun, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
 
 
 def _batch(training: TrainingRun, order: Tensor, it: int, shard: slice) -> tuple[Tensor, Tensor]:
-    """This rank's shard of global batch ``it`` of the epoch's ``order``: augmented, normalised
-    images (B, 1, 48, 48) and labels (B,)."""
+    """This rank's shard of batch ``it`` of the epoch's ``order``: images (B, 1, 48, 48), labels (B,)."""
     cfg = training.cfg
     idx = order[it * cfg.batch_size:(it + 1) * cfg.batch_size][shard]
     x = to_float(training.data.train_images[idx])
@@ -317,8 +314,7 @@ def run_epoch(training: TrainingRun) -> dict | None:
         if (it + 1) % cfg.log_every == 0 or it + 1 == training.steps_per_epoch:
             if int(ranks.max_(first_bad_step)) >= 0:
                 bar.close()
-                raise TrainingDiverged(_diverged_msg(training.run_dir.root, training.state.epoch,
-                                                     int(first_bad_step), "non-finite loss"))
+                raise training.diverged(int(first_bad_step), "non-finite loss")
             if ranks.main and cfg.progress:
                 seen = (it + 1) * shard_size
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
@@ -331,13 +327,17 @@ def run_epoch(training: TrainingRun) -> dict | None:
 
 def validate_epoch(training: TrainingRun) -> tuple[dict, float]:
     """(report, summed loss) of the model on the validation usage (all ranks' shards)."""
-    confusion, val_loss = evaluate_arrays(training.eval_net, training.data.val_images, training.data.val_labels,
-                                          training.cfg.eval_batch_size, training.runtime.amp_dtype,
-                                          training.runtime.channels_last, tta_flip=training.cfg.tta_flip)
+    try:
+        confusion, val_loss = evaluate_arrays(training.eval_net, training.data.val_images,
+                                              training.data.val_labels, training.cfg.eval_batch_size,
+                                              training.runtime.amp_dtype, training.runtime.channels_last,
+                                              tta_flip=training.cfg.tta_flip)
+    except FloatingPointError as exc:
+        raise training.diverged(training.state.step - 1, f"validation: {exc}") from None
     if training.ranks.world > 1:
-        confusion = training.ranks.sum_(torch.as_tensor(confusion, device=training.runtime.device)).cpu().numpy()
-        val_loss = float(training.ranks.sum_(torch.tensor(val_loss, dtype=torch.float64,
-                                                          device=training.runtime.device)))
+        device = training.runtime.device
+        confusion = training.ranks.sum_(torch.as_tensor(confusion, device=device)).cpu().numpy()
+        val_loss = float(training.ranks.sum_(torch.tensor(val_loss, dtype=torch.float64, device=device)))
     return report(confusion), val_loss
 
 
@@ -354,7 +354,7 @@ def end_epoch(training: TrainingRun, epoch: dict) -> tuple[dict, bool, str]:
            "epoch_seconds": round(time.perf_counter() - epoch["t0"], 3),
            "train_images_per_s": round(seen / epoch["seconds"], 1)}
     if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
-        raise TrainingDiverged(_diverged_msg(training.run_dir.root, state.epoch, state.step - 1, "non-finite loss"))
+        raise training.diverged(state.step - 1, "non-finite loss")
     metric = row[cfg.select_metric]
     better = (lambda a, b: a < b) if cfg.select_metric == "val_loss" else (lambda a, b: a > b)
     improved = state.best_metric is None or better(metric, state.best_metric)
@@ -432,6 +432,7 @@ def finish(training: TrainingRun) -> dict:
 
 def _final_reports(training: TrainingRun, summary: dict) -> None:
     from .plots import plot_curves
+    from .predictions import store_predictions
 
     cfg, model, dev = training.cfg, training.model, training.runtime.device
     if cfg.plots:
@@ -462,6 +463,9 @@ def _final_reports(training: TrainingRun, summary: dict) -> None:
                   f"{100 * rep['accuracy']:.2f}%, macro F1 {rep['macro_f1']:.4f}")
     finally:
         model.load_state_dict(final_state)
+    summary.update(store_predictions(training.run_dir.root, model, best["model"], training.data.dataset, cfg,
+                                     training.runtime, plot=cfg.plots, best_epoch=best["epoch"],
+                                     final_epoch=training.state.epoch))
 
 
 def loop(training: TrainingRun) -> dict:
@@ -509,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR "
                     "from its last.pt (its config.json; options given here override it)")
-    ap.add_argument("--refresh", action="store_true", help="decode the FER-2013 source again and rewrite its cache")
+    ap.add_argument("--refresh", action="store_true", help="decode the FER-2013 source again")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     add_config_arguments(ap)
     ns = ap.parse_args(argv)

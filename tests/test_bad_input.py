@@ -325,3 +325,10 @@ def test_export_sonata_leaves_nothing_behind_and_asks_before_replacing(tmp_path,
     state.write_text("{}")
     assert export.main(["neuroglancer", "--graph", str(graph), "--types", "4P", "--json", str(state)]) == 2
     one_error_line(capsys, str(state), "--force")
+
+
+def test_every_numeric_option_has_a_range():
+    from pipelines.config import RANGES, cli_fields
+
+    numeric = {name for name, kind in cli_fields().items() if kind in ("int", "float")}
+    assert numeric == set(RANGES), sorted(numeric ^ set(RANGES))
