@@ -10,6 +10,7 @@ assembled, the synapse files aggregated by the ``local`` or ``dask`` engine
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import TableCache
+from .cache import CacheError, TableCache
 from .cells import assemble_cells
 from .graph import ConnectomeGraph, load_graph
 from .layers import LayerBounds
 from .sources.base import Source
 from .stats import density, ei_connection_probability
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = "data_cache"
 
@@ -134,7 +137,8 @@ def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, engin
 def build_default_graph(cache_root: str | Path = DEFAULT_CACHE, seed: int = 0,
                         progress: bool = False, source: str = "column") -> ConnectomeGraph:
     """The default graph, loaded if built, else built now: ``source="column"`` the bundled real
-    MICrONS V1 column (``seed`` unused), ``"surrogate"`` the surrogate column of ``seed``."""
+    MICrONS V1 column (``seed`` unused), ``"surrogate"`` the surrogate column of ``seed``. A built
+    graph that fails :func:`~connectomics.graph.load_graph`'s checks is rebuilt (with its tables)."""
     if source == "column":
         from .sources.column import ColumnSource
 
@@ -146,9 +150,14 @@ def build_default_graph(cache_root: str | Path = DEFAULT_CACHE, seed: int = 0,
     else:
         raise ValueError(f"default graph source {source!r}: use column or surrogate")
     folder = Path(cache_root) / src.namespace / f"v{src.version}" / "graph"
-    if (folder / "nodes.parquet").exists():
+    if not (folder / "nodes.parquet").exists():
+        return build_graph(src, cache_root, progress=progress).graph
+    try:
         return load_graph(folder)
-    return build_graph(src, cache_root, progress=progress).graph
+    except CacheError as e:
+        # offline and deterministic: the tables are made again too, in case they were damaged
+        logger.warning("%s; rebuilding the default graph", e)
+        return build_graph(src, cache_root, progress=progress, refresh=True).graph
 
 
 def summary(graph: ConnectomeGraph) -> str:
