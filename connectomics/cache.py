@@ -130,14 +130,21 @@ class TableCache:
         return self.dir / MANIFEST
 
     def manifest(self) -> dict[str, dict]:
+        """The manifest's entries; one that is not JSON, or not an object of entry objects, is a
+        :class:`CacheError` naming the file."""
         if not self.manifest_path.exists():
             return {}
         try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as e:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CacheError(
                 f"{self.manifest_path}: corrupt manifest ({e}); run again with --refresh to rebuild it"
             ) from None
+        if not isinstance(manifest, dict) or not all(isinstance(e, dict) for e in manifest.values()):
+            raise CacheError(
+                f"{self.manifest_path}: not a manifest (a JSON object of table entries); run again "
+                "with --refresh to rebuild it")
+        return manifest
 
     def update_manifest(self, entries: Mapping[str, dict | None]) -> None:
         """Set (or, for None, remove) manifest entries, rewriting the manifest atomically."""

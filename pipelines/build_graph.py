@@ -8,8 +8,9 @@
     python -m pipelines.build_graph --source volume --cells CELLS.csv --engine dask [--scheduler ADDRESS]
 
 Writes the Parquet cache (``--cache``, default ``data_cache``) with its manifest, the graph files
-(``<cache>/<namespace>/v<version>/graph/`` or ``--out``) and prints a summary. Any error exits
-non-zero with one line on stderr. ``--engine dask`` aggregates (and, for ``volume``, generates) the
+(``<cache>/<namespace>/v<version>/graph/`` or ``--out``) and prints a summary. A user error (a bad
+option or file, a damaged cache, a source that cannot deliver) is one line on stderr and exit
+status 2 (:func:`pipelines.errors.run_cli`); ``--debug`` shows its traceback. ``--engine dask`` aggregates (and, for ``volume``, generates) the
 synapses on a Dask cluster: a 2-worker ``LocalCluster`` here, or the one at ``--scheduler ADDRESS``
 (see :mod:`connectomics.dask_engine`).
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+from .errors import UserError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep cell-type labels that are no MICrONS label as their own types (default: error)")
     p.add_argument("--plots", action="store_true", help="also write PNG plots of the graph")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
     kind = args.source[0]
     if kind not in ("column", "surrogate", "cave", "snapshot", "volume"):
@@ -80,6 +84,13 @@ def _close_progress_bars() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_cli("build_graph", lambda: _build(args), debug=args.debug)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from connectomics.cache import CacheError
+    from connectomics.sources.base import SourceError
+
     try:
         from connectomics.build import build_graph, make_source, summary
 
@@ -103,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print("build_graph: interrupted (finished batches are kept and resumed next run)", file=sys.stderr)
         return 130
-    except Exception as e:  # one clear line, no traceback
+    except (SourceError, CacheError) as e:  # a source or cache the user must fix or pull again
         _close_progress_bars()
-        print(f"build_graph: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        if args.debug:
+            raise
+        raise UserError(str(e)) from e
+    except BaseException:
+        _close_progress_bars()
+        raise
 
 
 if __name__ == "__main__":
