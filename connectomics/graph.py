@@ -47,6 +47,8 @@ EDGE_COLUMNS: dict[str, str] = {
     "pre": "int64", "post": "int64", "pre_root_id": "int64", "post_root_id": "int64",
     "n_synapses": "int64", "summed_size": "float64",
 }
+#: Between the cell type and the layer of a population's name (:func:`population_key`).
+POPULATION_SEPARATOR = "|"
 META_FILE = "meta.json"
 #: What :meth:`ConnectomeGraph.save` writes into a graph folder.
 GRAPH_FILES = ("nodes.parquet", "edges.parquet", "type_nodes.parquet", "type_edges.parquet",
@@ -57,9 +59,18 @@ TYPE_EDGE_COLUMNS = (
 )
 
 
-def population_key(cell_type: str, layer: str) -> str:
-    """Name of a (cell type, layer) population, e.g. ``"23P|L2/3"``."""
-    return f"{cell_type}|{layer}"
+def population_key(cell_type, layer):
+    """Name of a (cell type, layer) population, ``"<cell_type>|<layer>"``, e.g. ``"23P|L2/3"``.
+
+    Two labels give one name (str); two columns (Series, arrays or lists of equal length, e.g.
+    ``nodes["cell_type"], nodes["layer"]``) give the name of every row, a Series of str with the
+    first column's index.
+    """
+    if not isinstance(cell_type, (pd.Series, pd.Index, np.ndarray, list)):
+        return f"{cell_type}{POPULATION_SEPARATOR}{layer}"
+    cell_type = cell_type if isinstance(cell_type, pd.Series) else pd.Series(cell_type)
+    layer = pd.Series(np.asarray(layer, dtype=object), index=cell_type.index)
+    return cell_type.astype(str) + POPULATION_SEPARATOR + layer.astype(str)
 
 
 def population_edge_table(pop: np.ndarray, names: list[str], pre: np.ndarray, post: np.ndarray,
@@ -106,7 +117,7 @@ def type_graph_from_table(nodes: pd.DataFrame, table: pd.DataFrame) -> nx.DiGrap
 
 def node_populations(nodes: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """(population code per node, population keys) in sorted key order."""
-    keys = (nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str))
+    keys = population_key(nodes["cell_type"], nodes["layer"])
     cat = pd.Categorical(keys, categories=sorted(keys.unique()))
     return cat.codes.astype(np.int64), list(cat.categories)
 

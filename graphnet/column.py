@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from connectomics.graph import ConnectomeGraph
+from connectomics.graph import ConnectomeGraph, population_key
 
 from .backend import choose_backend
 from .inhibition import GradedInhibition, inhibitory_input, population_inhibitory_input
@@ -128,7 +128,7 @@ def _plan_neuron_graph(g: ConnectomeGraph, spec: ColumnSpec) -> tuple[list[Layer
         local_of[idx] = np.arange(len(idx))
         sub = nodes.iloc[idx]
         label = "mtype" if ls.mtypes is not None else "cell_type"  # m-type layers list m-types
-        pops = (sub[label].astype(str) + "|" + sub["layer"].astype(str)).tolist()
+        pops = population_key(sub[label], sub["layer"]).tolist()
         names, sizes = [], []
         for p in pops:
             if not names or names[-1] != p:

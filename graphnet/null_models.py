@@ -24,7 +24,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from connectomics.graph import ConnectomeGraph
+from connectomics.graph import ConnectomeGraph, population_key
 from connectomics.stats import connection_probability, possible_pairs
 
 
@@ -61,7 +61,7 @@ def random_graph(graph: ConnectomeGraph, seed: int = 0) -> ConnectomeGraph:
 
 
 def _populations(graph: ConnectomeGraph) -> np.ndarray:
-    pop = graph.nodes["cell_type"].astype(str) + "|" + graph.nodes["layer"].astype(str)
+    pop = population_key(graph.nodes["cell_type"], graph.nodes["layer"])
     return pd.factorize(pop)[0]
 
 
