@@ -36,7 +36,7 @@ from connectomics.sources.base import SourceError
 from connectomics.sources.cave import CaveSource
 
 from tests.cave_mock import (  # noqa: E402
-    DATASTACK, MOCK_TOKEN, VERSION, FakeCave, Hang, Killed, RunawayPull, expected_synapses, make_world,
+    DATASTACK, MOCK_TOKEN, VERSION, FakeCave, Hang, Killed, expected_synapses, make_world,
     serve,
 )
 

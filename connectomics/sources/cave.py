@@ -183,7 +183,7 @@ def _building_caveclient(timeout_s: float, **session_defaults: Any) -> Iterator[
 def _timed_out(exc: requests.RequestException) -> bool:
     """Whether a request failed for want of an answer in time (after urllib3's retries a read
     timeout surfaces as a ``ConnectionError`` around ``MaxRetryError(ReadTimeoutError)``)."""
-    from urllib3.exceptions import MaxRetryError, NewConnectionError, TimeoutError as Urllib3Timeout
+    from urllib3.exceptions import NewConnectionError, TimeoutError as Urllib3Timeout
 
     if isinstance(exc, requests.Timeout):
         return True
