@@ -156,9 +156,6 @@ class TableCache:
                 m[key] = entry
         write_json_atomic(self.manifest_path, m)
 
-    def _update_manifest(self, key: str, entry: dict | None) -> None:
-        self.update_manifest({key: entry})
-
     # -- tables -----------------------------------------------------------------------------
     def path(self, table: str) -> Path:
         return self.dir / f"{table}.parquet"
@@ -177,7 +174,7 @@ class TableCache:
             validate(df, table, origin=f"{source} {table}")
         path = self.path(table)
         write_parquet_atomic(df, path)
-        self._update_manifest(table, {
+        self.update_manifest({table: {
             "file": path.name,
             "source": source,
             "datastack": datastack or self.namespace,
@@ -188,7 +185,7 @@ class TableCache:
             "sha256": sha256_of(path),
             "caveclient_version": _caveclient_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        }})
         return path
 
     def read(self, table: str, columns: list[str] | None = None, verify: bool = True) -> pd.DataFrame:
@@ -229,7 +226,7 @@ class TableCache:
     def drop(self, table: str) -> None:
         self.path(table).unlink(missing_ok=True)
         self.parts(table).clear()
-        self._update_manifest(table, None)
+        self.update_manifest({table: None})
 
     # -- partitioned tables -------------------------------------------------------------------
     def partition_path(self, table: str, b: int) -> Path:

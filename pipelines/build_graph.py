@@ -25,6 +25,8 @@ from .errors import UserError, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from connectomics.sources import SOURCES
+
     p = argparse.ArgumentParser(prog="python -m pipelines.build_graph", description=__doc__.split("\n")[0])
     p.add_argument("--source", nargs="+", default=["column"], metavar="KIND [PATH]",
                    help="column (default: the bundled real MICrONS V1 column) | surrogate | cave | "
@@ -55,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
     kind = args.source[0]
-    if kind not in ("column", "surrogate", "cave", "snapshot", "volume"):
-        p.error(f"--source: unknown kind {kind!r} (column, surrogate, cave, snapshot PATH, volume)")
+    if kind not in SOURCES:
+        p.error(f"--source: unknown kind {kind!r} ({', '.join(SOURCES)}; snapshot with a PATH)")
     if kind == "volume" and not args.cells:
         p.error("--source volume needs --cells TABLE")
     if args.cells and kind != "volume":
@@ -92,7 +94,8 @@ def _build(args: argparse.Namespace) -> int:
     from connectomics.sources.base import SourceError
 
     try:
-        from connectomics.build import build_graph, make_source, summary
+        from connectomics.build import build_graph, summary
+        from connectomics.sources import make_source
 
         t0 = time.perf_counter()
         source = make_source(args.kind, path=args.path, version=args.version, seed=args.seed,

@@ -313,3 +313,33 @@ def test_a_tampered_cache_file_is_a_user_error(tmp_path, capsys):
     assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 2       # today: 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(table) in err and "checksum" in err
+
+
+# -- the sources by name -------------------------------------------------------------------------
+def test_every_source_is_made_by_name_from_one_registry(tmp_path):
+    from connectomics.build import DEFAULT_SOURCES, build_default_graph, graph_folder
+    from connectomics.sources import SOURCES, make_source
+    from connectomics.sources.volume import synthetic_cell_table
+
+    assert list(SOURCES) == ["column", "surrogate", "cave", "snapshot", "volume"]
+    (tmp_path / "snap").mkdir()
+    synthetic_cell_table(50).to_csv(tmp_path / "cells.csv", index=False)
+    options = {"column": {}, "surrogate": {"seed": 2}, "cave": {"version": 943},
+               "snapshot": {"path": str(tmp_path / "snap"), "version": 7},
+               "volume": {"path": str(tmp_path / "cells.csv"), "fraction": 0.5}}
+    made = {kind: make_source(kind, **kw) for kind, kw in options.items()}
+    assert {kind: s.kind for kind, s in made.items()} == {kind: kind for kind in SOURCES}
+    assert (made["surrogate"].seed, made["cave"].version, made["snapshot"].version) == (2, 943, 7)
+    assert made["volume"].fraction == 0.5
+    with pytest.raises(ValueError, match="unknown source 'x': use column, surrogate, cave, snapshot, volume"):
+        make_source("x")
+    with pytest.raises(ValueError, match="needs a PATH"):
+        make_source("snapshot")
+    with pytest.raises(ValueError, match="--resolution is for --source snapshot"):
+        make_source("column", resolution_nm=(1, 1, 1))
+    # the default graph: the same sources, the same folder as build_graph's
+    assert DEFAULT_SOURCES == ("column", "surrogate")
+    g = build_default_graph(tmp_path / "cache", seed=2, source="surrogate")
+    assert load_graph(graph_folder(made["surrogate"], tmp_path / "cache")).checksum() == g.checksum()
+    with pytest.raises(ValueError, match="use column or surrogate"):
+        build_default_graph(tmp_path / "cache", source="cave")
