@@ -11,6 +11,7 @@ FER-2013 decode cache and the training runs alike.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +20,9 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
+
+#: Tries of :func:`atomic_dir` to put its folder in place while other writers replace it.
+_SWAP_ATTEMPTS = 100
 
 __all__ = ["atomic_dir", "atomic_path", "atomic_write", "write_bytes_atomic", "write_json_atomic", "sha256_of"]
 
@@ -70,7 +74,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     folder is removed and ``target`` is left as it was; on success an existing ``target`` is moved
     aside, the new folder renamed onto its name, and the old one removed. No reader ever sees a
     mix of old and new files; a crash between the two renames leaves ``target`` absent (its old
-    contents in a hidden ``.<name>.*.old`` beside it), never half written.
+    contents in a hidden ``.<name>.*.old`` beside it), never half written. Writers of the same
+    ``target`` at the same time (two processes building one graph) each put a complete folder
+    there, the last one stays.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -82,11 +88,21 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             if path.is_file():
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
-        old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
-        if target.exists():
-            os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        for _ in range(_SWAP_ATTEMPTS):
+            old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+            with contextlib.suppress(FileNotFoundError):   # none there, or another writer moved it
+                os.rename(target, old)
+            try:
+                os.rename(tmp, target)
+            except OSError as e:   # another writer put its folder there in between: again
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+            break
+        else:
+            raise FileExistsError(f"{target}: other writers kept replacing it; {_SWAP_ATTEMPTS} attempts")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
