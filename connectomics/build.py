@@ -124,8 +124,11 @@ def build_default_graph(cache_root: str | Path = DEFAULT_CACHE, seed: int = 0,
     try:
         return load_graph(folder)
     except CacheError as e:
-        # offline and deterministic: the tables are made again too, in case they were damaged
         logger.warning("%s; rebuilding the default graph", e)
+    try:
+        return build_graph(src, cache_root, progress=progress).graph
+    except CacheError as e:   # its tables are damaged too: offline and deterministic, made again
+        logger.warning("%s; making the default graph's tables again", e)
         return build_graph(src, cache_root, progress=progress, refresh=True).graph
 
 

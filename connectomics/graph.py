@@ -305,9 +305,9 @@ def load_graph(folder: str | Path) -> ConnectomeGraph:
     folder = Path(folder)
     if not (folder / "nodes.parquet").exists():
         raise FileNotFoundError(f"{folder}: no nodes.parquet (run `python -m pipelines.build_graph`)")
+    meta = _read_meta(folder)   # first: files replaced after it disagree with it
     nodes = read_parquet_checked(folder / "nodes.parquet")
     edges = read_parquet_checked(folder / "edges.parquet")
-    meta = _read_meta(folder)
     for key, what, n in (("n_nodes", "nodes", len(nodes)), ("n_edges", "edges", len(edges))):
         if key in meta and meta[key] != n:
             raise CacheError(f"{folder}: {n} {what} in the files, {META_FILE} says {meta[key]}: the folder "

@@ -99,3 +99,12 @@ def test_build_default_graph_rebuilds_a_damaged_default_graph(tmp_path, column_g
     g = build_default_graph(tmp_path)                 # today: traces back
     assert g.checksum() == column_graph.graph.checksum()
     assert load_graph(folder).checksum() == column_graph.graph.checksum()
+
+
+def test_build_default_graph_makes_damaged_tables_again(tmp_path, column_graph):
+    build_default_graph(tmp_path)
+    folder = next(tmp_path.glob("v1_column-*/v1/graph"))
+    (folder / "meta.json").write_text("[")
+    table = next(folder.parent.glob("nucleus_detection_v0.parquet"))
+    table.write_bytes(table.read_bytes()[:100])
+    assert build_default_graph(tmp_path).checksum() == column_graph.graph.checksum()
