@@ -9,13 +9,13 @@ AdamW step, Hebbian/homeostatic ``plasticity_step``) at the same batch size:
 * **plain** -- a ``Dataset`` over the uint8 images with per-sample CPU augmentation (PIL affine
   for rotation/scale/shift, numpy flip, brightness/contrast, random erasing), a ``DataLoader``
   (shuffle, ``num_workers=0``: the machine has 2 shared cores), NCHW tensors, torch's default
-  threads, the model as ``graphnet`` defines it (``LateralInhibition2d`` via ``avg_pool3d``);
+  threads, the model as the reference front end defines it (``LateralInhibition2d`` via ``avg_pool3d``);
 * **toolkit** -- the whole split as one uint8 tensor on the device, batched augmentation with
   independent per-image parameters (:mod:`pipelines.augment`), the model as ``pipelines.train``
   runs it: lateral inhibition as one fixed 3x3 convolution (same numbers, see
-  ``graphnet.FastLateralInhibition2d``), optionally ``channels_last``, a thread
+  ``pipelines.frontend.FastLateralInhibition2d``), optionally ``channels_last``, a thread
   count, fused AdamW where available, and (``--compile on``) ``torch.compile``. (Both pipelines
-  use the CBAM and adaptive-pool implementations of :mod:`pipelines.models`, which keep the conv
+  use the CBAM and adaptive-pool implementations of :mod:`pipelines.frontend`, which keep the conv
   of CBAM on the channels_last path and pool by two small matmuls.)
 
 Prints one row per variant: images/s, ms per step split into data and model time, and the ratio
@@ -94,7 +94,7 @@ class PlainFER(torch.utils.data.Dataset):
 
 def reference_lateral(model: nn.Module) -> nn.Module:
     """Swap the fast lateral inhibition back to graphnet's own module (same parameters)."""
-    from graphnet import FastLateralInhibition2d, LateralInhibition2d
+    from pipelines.frontend import FastLateralInhibition2d, LateralInhibition2d
 
     fast = FastLateralInhibition2d
     for name, mod in list(model.named_modules()):

@@ -27,8 +27,6 @@ the conv features is a plain ``nn.Linear(in_features, n_first, bias=False)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -36,202 +34,21 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from connectomics.graph import ConnectomeGraph, population_key
+from connectomics.graph import ConnectomeGraph
 
 from .backend import choose_backend
-from .inhibition import GradedInhibition, inhibitory_input, population_inhibitory_input
+from .count_linear import CountLinear, unit_variance_scale
+from .inhibition import GradedInhibition
 from .masked_linear import MaskedLinear
-from .null_models import NULL_MODELS, TYPE_NULL_MODELS
+from .null_models import NULL_MODELS
 from .projection import RELU_NORMAL_MEAN, summed_weight
+from .population_norm import PopulationLayerNorm
 from .plasticity import HebbianRecord, HebbianRule, ThresholdRecord
 from .sparse_linear import SparseLinear
-from .spec import ColumnSpec, LayerSpec
+from .plan import LayerPlan, ProjectionPlan, plan_column
+from .spec import ColumnSpec
 
 _INTRA = "__intra__"
-
-
-# ------------------------------------------------------------------------------------------------
-# plans: what the graph says, before any module is built
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class LayerPlan:
-    name: str
-    populations: list[str]
-    population_sizes: list[int]
-    unit_ids: list[Any]          # neuron-level: node indices; type-level: "<pop>#k"
-    ei: np.ndarray               # (n,) "E"/"I"
-    inhibitory_input: np.ndarray  # (n,)
-    unit_attrs: list[dict] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        return len(self.unit_ids)
-
-
-@dataclass
-class ProjectionPlan:
-    src: str
-    dst: str
-    pre: np.ndarray    # (E,) local index in src
-    post: np.ndarray   # (E,) local index in dst
-    n_synapses: np.ndarray
-    summed_size: np.ndarray
-    n_src: int
-    n_dst: int
-
-    @property
-    def density(self) -> float:
-        return len(self.pre) / max(1, self.n_src * self.n_dst)
-
-    @property
-    def key(self) -> str:
-        return f"{self.src}->{self.dst}"
-
-
-def _rank(values: pd.Series, order: tuple[str, ...] | None) -> np.ndarray:
-    if order is None:
-        return np.zeros(len(values), dtype=np.int64)
-    r = {v: i for i, v in enumerate(order)}
-    return values.map(r).fillna(len(order)).to_numpy(np.int64)
-
-
-def _select(nodes: pd.DataFrame, ls: LayerSpec) -> np.ndarray:
-    sel = np.ones(len(nodes), dtype=bool)
-    if ls.cell_types is not None:
-        sel &= nodes["cell_type"].isin(ls.cell_types).to_numpy()
-    if ls.layers is not None:
-        sel &= nodes["layer"].isin(ls.layers).to_numpy()
-    if ls.mtypes is not None:
-        sel &= nodes["mtype"].isin(ls.mtypes).to_numpy()
-    idx = np.flatnonzero(sel)
-    sub = nodes.iloc[idx]
-    order = np.lexsort((idx, _rank(sub["layer"], ls.layers), _rank(sub["mtype"], ls.mtypes),
-                        _rank(sub["cell_type"], ls.cell_types)))
-    return idx[order]
-
-
-def _plan_neuron_graph(g: ConnectomeGraph, spec: ColumnSpec) -> tuple[list[LayerPlan], list[ProjectionPlan]]:
-    nodes = g.nodes
-    layer_of = np.full(g.n_nodes, -1, dtype=np.int64)
-    local_of = np.full(g.n_nodes, -1, dtype=np.int64)
-    plans: list[LayerPlan] = []
-    for li, ls in enumerate(spec.layers):
-        idx = _select(nodes, ls)
-        if len(idx) == 0:
-            raise ValueError(f"layer {ls.name!r}: no cells with cell_type in {ls.cell_types}, "
-                             f"layer in {ls.layers}, mtype in {ls.mtypes}")
-        clash = layer_of[idx] >= 0
-        if clash.any():
-            other = spec.layers[int(layer_of[idx[clash][0]])].name
-            raise ValueError(f"layers {other!r} and {ls.name!r} share {int(clash.sum())} cell(s)")
-        layer_of[idx] = li
-        local_of[idx] = np.arange(len(idx))
-        sub = nodes.iloc[idx]
-        label = "mtype" if ls.mtypes is not None else "cell_type"  # m-type layers list m-types
-        pops = population_key(sub[label], sub["layer"]).tolist()
-        names, sizes = [], []
-        for p in pops:
-            if not names or names[-1] != p:
-                names.append(p)
-                sizes.append(0)
-            sizes[-1] += 1
-        attrs = sub[["cell_type", "mtype", "layer", "ei", "root_id"]].to_dict("records")
-        plans.append(LayerPlan(
-            name=ls.name, populations=names, population_sizes=sizes,
-            unit_ids=[int(i) for i in idx], ei=sub["ei"].to_numpy().astype(str),
-            inhibitory_input=inhibitory_input(g, idx, spec.inhibition_measure, spec.min_synapses),
-            unit_attrs=attrs,
-        ))
-    e = g.edges[g.edges["n_synapses"] >= spec.min_synapses]
-    pre, post = e["pre"].to_numpy(), e["post"].to_numpy()
-    nsyn, size = e["n_synapses"].to_numpy(), e["summed_size"].to_numpy(float)
-    lp, lq = layer_of[pre], layer_of[post]
-    pairs = list(spec.projections) + ([(l.name, l.name) for l in spec.layers] if spec.intra_layer else [])
-    index = {l.name: i for i, l in enumerate(spec.layers)}
-    projs: list[ProjectionPlan] = []
-    for src, dst in pairs:
-        s, d = index[src], index[dst]
-        ns, nd = plans[s].size, plans[d].size
-        if spec.mask == "dense":
-            q, p = np.divmod(np.arange(ns * nd), ns)   # post-major, CSR order
-            if s == d:
-                keep = q != p
-                q, p = q[keep], p[keep]
-            obs = np.zeros((nd, ns)), np.zeros((nd, ns))
-            k = (lp == s) & (lq == d)
-            obs[0][local_of[post[k]], local_of[pre[k]]] = nsyn[k]
-            obs[1][local_of[post[k]], local_of[pre[k]]] = size[k]
-            projs.append(ProjectionPlan(src, dst, p, q, obs[0][q, p], obs[1][q, p], ns, nd))
-            continue
-        k = (lp == s) & (lq == d)
-        projs.append(ProjectionPlan(src, dst, local_of[pre[k]], local_of[post[k]], nsyn[k].astype(float),
-                                    size[k], ns, nd))
-    return plans, projs
-
-
-def _plan_type_graph(tg: nx.DiGraph, spec: ColumnSpec) -> tuple[list[LayerPlan], list[ProjectionPlan]]:
-    if spec.mask in ("degree_shuffle", "label_shuffle"):
-        raise ValueError(f"mask={spec.mask!r} needs a neuron-level ConnectomeGraph")
-    rng = np.random.default_rng(spec.seed)
-    plans: list[LayerPlan] = []
-    slices: dict[str, list[tuple[str, slice]]] = {}
-    used: set[str] = set()
-    for ls in spec.layers:
-        if ls.mtypes is not None:
-            raise ValueError(f"layer {ls.name!r}: m-type selection needs a neuron-level graph")
-        pops = [n for n, d in tg.nodes(data=True)
-                if (ls.cell_types is None or d["cell_type"] in ls.cell_types)
-                and (ls.layers is None or d["layer"] in ls.layers)]
-        ct_rank = {c: i for i, c in enumerate(ls.cell_types or ())}
-        ly_rank = {c: i for i, c in enumerate(ls.layers or ())}
-        pops.sort(key=lambda n: (ct_rank.get(tg.nodes[n]["cell_type"], 0),
-                                 ly_rank.get(tg.nodes[n]["layer"], 0), n))
-        if not pops:
-            raise ValueError(f"layer {ls.name!r}: no populations match")
-        if used & set(pops):
-            raise ValueError(f"layer {ls.name!r} shares populations {sorted(used & set(pops))}")
-        used |= set(pops)
-        sizes = [int(tg.nodes[p]["n_cells"]) for p in pops]
-        units, ei, inh, sl, attrs, start = [], [], [], [], [], 0
-        for p, n in zip(pops, sizes):
-            d = tg.nodes[p]
-            c = population_inhibitory_input(tg, p, spec.inhibition_measure)
-            units += [f"{p}#{k}" for k in range(n)]
-            ei += [d["ei"]] * n
-            inh += [c] * n
-            attrs += [{"cell_type": d["cell_type"], "layer": d["layer"], "ei": d["ei"],
-                       "population": p}] * n
-            sl.append((p, slice(start, start + n)))
-            start += n
-        slices[ls.name] = sl
-        plans.append(LayerPlan(ls.name, pops, sizes, units, np.array(ei), np.array(inh), attrs))
-    # masks are sampled from the (null-model) graph; units and inhibition come from the graph
-    sampled = TYPE_NULL_MODELS[spec.mask](tg) if spec.mask in TYPE_NULL_MODELS else tg
-    index = {p.name: i for i, p in enumerate(plans)}
-    pairs_ = list(spec.projections) + ([(l.name, l.name) for l in spec.layers] if spec.intra_layer else [])
-    projs = []
-    for src, dst in pairs_:
-        ns, nd = plans[index[src]].size, plans[index[dst]].size
-        m = np.zeros((nd, ns), dtype=bool)
-        syn = np.zeros((nd, ns))
-        ssz = np.zeros((nd, ns))
-        for P, sp in slices[src]:
-            for Q, sq in slices[dst]:
-                ed = sampled.edges[P, Q] if sampled.has_edge(P, Q) else None
-                if spec.mask == "dense":
-                    p = 1.0
-                else:  # connectome, or the random null model's uniform probability
-                    p = float(ed["connection_probability"]) if ed is not None else 0.0
-                blk = rng.random((sq.stop - sq.start, sp.stop - sp.start)) < p
-                if P == Q:
-                    np.fill_diagonal(blk, False)
-                m[sq, sp] = blk
-                if ed is not None and ed.get("connected_pairs", 0):
-                    syn[sq, sp] = ed["synapses_per_connection"]
-                    ssz[sq, sp] = ed["summed_size"] / ed["connected_pairs"]
-        q, p = np.nonzero(m)
-        projs.append(ProjectionPlan(src, dst, p, q, syn[q, p], ssz[q, p], ns, nd))
-    return plans, projs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,14 +94,26 @@ class ColumnLayer(nn.Module):
 
     def __init__(self, name: str, size: int, projections: dict[str, nn.Module],
                  intra: nn.Module | None = None, layer_norm: bool = True,
-                 inhibition: GradedInhibition | None = None, noise_std: float = 0.0) -> None:
+                 inhibition: GradedInhibition | None = None, noise_std: float = 0.0,
+                 groups: Tensor | np.ndarray | None = None) -> None:
         super().__init__()
         self.name = name
         self.size = int(size)
         self.projections = nn.ModuleDict(projections)
         self.intra = intra
-        self.bias = nn.Parameter(torch.zeros(self.size))
-        self.norm = nn.LayerNorm(self.size) if layer_norm else nn.Identity()
+        # groups: (n,) population code of each unit; the bias and the LayerNorm gain/shift are
+        # then one per population (weights="counts"), else one per unit
+        if groups is not None:
+            self.register_buffer("groups", torch.as_tensor(np.asarray(groups), dtype=torch.long))
+            n_params = int(self.groups.max()) + 1 if self.size else 0
+        else:
+            self.groups = None
+            n_params = self.size
+        self.bias = nn.Parameter(torch.zeros(n_params))
+        if groups is not None and layer_norm:
+            self.norm = PopulationLayerNorm(self.size, self.groups)
+        else:
+            self.norm = nn.LayerNorm(self.size) if layer_norm else nn.Identity()
         self.inhibition = inhibition if inhibition is not None else nn.Identity()
         self.noise_std = float(noise_std)
         self.register_buffer("threshold", torch.zeros(self.size))
@@ -299,21 +128,28 @@ class ColumnLayer(nn.Module):
         r"""Set the bias to :math:`-\mu \sum_{s \neq \text{input}} \sum_j w^{(s)}_{ij}` (see
         the class docstring): each unit's expected summed input from upstream column layers
         is 0 for inputs of mean ``input_mean``."""
-        b = torch.zeros_like(self.bias)
+        b = torch.zeros(self.size, dtype=self.bias.dtype, device=self.bias.device)
         for src, proj in self.projections.items():
             if src != "input":
                 b -= input_mean * summed_weight(proj).to(b)
+        if self.groups is not None:   # the population mean of the per-unit value
+            n = torch.zeros_like(self.bias).index_add_(0, self.groups, torch.ones_like(b))
+            b = torch.zeros_like(self.bias).index_add_(0, self.groups, b) / n.clamp_min(1)
         self.bias.copy_(b)
+
+    def unit_bias(self) -> Tensor:
+        """``(n,)`` the bias of every unit (a population's shared bias under ``groups``)."""
+        return self.bias if self.groups is None else self.bias[self.groups]
 
     def reset_parameters(self) -> None:
         self.centre_bias_()
-        if isinstance(self.norm, nn.LayerNorm):
+        if isinstance(self.norm, (nn.LayerNorm, PopulationLayerNorm)):
             self.norm.reset_parameters()
         self.threshold.zero_()
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         # inputs: {src: (B, n_src)} -> (B, n)
-        z = self.bias
+        z = self.unit_bias()
         for src, proj in self.projections.items():
             z = z + proj(inputs[src])
         if self.intra is not None:
@@ -402,6 +238,28 @@ class CorticalColumn(nn.Module):
             return layer.intra
         return layer.projections[src]
 
+    def effective_weight(self, src: str, dst: str) -> Tensor:
+        """``(n_dst, n_src)`` the matrix projection ``src -> dst`` applies (``src == dst``: the
+        within-layer one; ``src="input"``: the dense input projection), with mask, Dale signs,
+        synapse counts and scales resolved, for every weight scheme and backend alike. Rows are
+        ``layer_plans[dst].unit_ids``, columns ``layer_plans[src].unit_ids``."""
+        if src == "input":
+            return self.layers[dst].projections["input"].weight
+        return dense_effective_weight(self.projection(src, dst))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters per part: the dense ``input`` projection (features, not cells),
+        the connectome ``projections`` (per edge for ``weights="free"``, per population pair for
+        ``"counts"``), and the ``layers``' own (biases, LayerNorm)."""
+        first = next(iter(self.layers.values()))
+        inp = trainable_parameters(first.projections["input"])
+        proj = sum(trainable_parameters(layer.projections[s]) for layer in self.layers.values()
+                   for s in layer.projections if s != "input")
+        proj += sum(trainable_parameters(layer.intra) for layer in self.layers.values()
+                    if layer.intra is not None)
+        total = trainable_parameters(self)
+        return {"input": inp, "projections": proj, "layers": total - inp - proj, "total": total}
+
     def summary(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """``(layers, projections)`` tables."""
         lrows = []
@@ -430,18 +288,39 @@ class CorticalColumn(nn.Module):
     def __repr__(self) -> str:
         lt, pt = self.summary()
         s = self.spec
-        switches = (f"mask={s.mask}, intra_layer={s.intra_layer}, dale={s.dale}, "
+        switches = (f"weights={s.weights}, populations={s.populations}, "
+                    f"mask={s.mask}, intra_layer={s.intra_layer}, dale={s.dale}, "
                     f"graded_inhibition={s.graded_inhibition}, layer_norm={s.layer_norm}, "
                     f"noise_std={s.noise_std}, hebbian_rate={s.hebbian_rate}, "
                     f"homeostasis={s.homeostasis}, min_synapses={s.min_synapses}, "
                     f"weight_init={s.weight_init}, seed={s.seed}")
-        n_params = sum(p.numel() for p in self.parameters())
+        c = self.parameter_counts()
         return (f"CorticalColumn(spec={s.name!r}, in_features={self.in_features}, "
                 f"out_features={self.out_features}, source={self.source}, "
-                f"parameters={n_params:,})\n  {switches}\n"
+                f"parameters={c['total']:,}: input {c['input']:,}, connectome projections "
+                f"{c['projections']:,}, layers {c['layers']:,})\n  {switches}\n"
                 + _indent(lt.to_string(index=False)) + "\n" + _indent(pt.to_string(index=False)))
 
     # -- export ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def connection_table(self) -> pd.DataFrame:
+        """One row per connection of every compiled projection (within-layer ones included):
+        ``pre``, ``post`` (the graph's node indices), ``n_synapses``, ``summed_size`` (of the
+        compiled, possibly null-model, graph), ``projection`` and ``weight``, the effective
+        weight the column applies now (mask, Dale sign, counts and scales resolved)."""
+        parts = []
+        for key, pp in self.projection_plans.items():
+            src_ids = np.asarray(self.layer_plans[pp.src].unit_ids)
+            dst_ids = np.asarray(self.layer_plans[pp.dst].unit_ids)
+            w = self.effective_weight(pp.src, pp.dst).detach().cpu().double().numpy()
+            parts.append(pd.DataFrame({
+                "pre": src_ids[pp.pre], "post": dst_ids[pp.post],
+                "n_synapses": np.asarray(pp.n_synapses, dtype=np.float64),
+                "summed_size": np.asarray(pp.summed_size, dtype=np.float64),
+                "projection": key, "weight": w[pp.post, pp.pre]}))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            columns=["pre", "post", "n_synapses", "summed_size", "projection", "weight"])
+
     @torch.no_grad()
     def to_networkx(self) -> nx.DiGraph:
         """The compiled connectivity as a networkx ``DiGraph``.
@@ -467,6 +346,29 @@ class CorticalColumn(nn.Module):
         return g
 
 
+def trainable_parameters(module: nn.Module) -> int:
+    """Trainable parameters of ``module``, a :class:`MaskedLinear`'s weight counted by its
+    connections (its masked entries are stored but never change)."""
+    total = 0
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if p.requires_grad:
+                total += m.n_edges if isinstance(m, MaskedLinear) and name == "weight" else p.numel()
+    return total
+
+
+def dense_effective_weight(proj: nn.Module) -> Tensor:
+    """``(out, in)`` effective weight of a :class:`MaskedLinear`, :class:`SparseLinear` or
+    :class:`CountLinear` (zeros where there is no connection)."""
+    if isinstance(proj, (SparseLinear, CountLinear)):
+        return proj.dense_weight()
+    if isinstance(proj, MaskedLinear):
+        return proj.effective_weight()
+    if isinstance(proj, nn.Linear):
+        return proj.weight
+    raise TypeError(f"no effective weight for {type(proj).__name__}")
+
+
 def _indent(s: str, by: str = "  ") -> str:
     return "\n".join(by + line for line in s.splitlines())
 
@@ -474,8 +376,31 @@ def _indent(s: str, by: str = "  ") -> str:
 # ------------------------------------------------------------------------------------------------
 # compiler
 # ------------------------------------------------------------------------------------------------
-def _projection_module(pp: ProjectionPlan, spec: ColumnSpec, src_ei: np.ndarray, backend: str,
-                       gen: torch.Generator, device, dtype) -> nn.Module:
+def count_module(pre: np.ndarray, post: np.ndarray, n_synapses: np.ndarray, n_src: int,
+                 n_dst: int, src_groups: np.ndarray, dst_groups: np.ndarray,
+                 sign: np.ndarray | None, backend: str, device=None, dtype=None) -> CountLinear:
+    """A :class:`CountLinear` with one scale per (post population, pre population) pair that has
+    connections, named ``"<post>-><pre>"`` reversed as ``"<pre>-><post>"``, each initialised to
+    :func:`~graphnet.count_linear.unit_variance_scale` of its postsynaptic population."""
+    keys = [f"{a}->{b}" for a, b in zip(src_groups[pre], dst_groups[post])]
+    block, names = pd.factorize(pd.Series(keys, dtype=object), sort=True)
+    post_codes, _ = pd.factorize(pd.Series(dst_groups, dtype=object), sort=True)
+    per_post = unit_variance_scale(post, n_synapses, post_codes, n_dst)
+    first_post = {int(k): int(post_codes[post[np.flatnonzero(block == k)[0]]]) for k in range(len(names))}
+    init = torch.tensor([per_post[first_post[k]] for k in range(len(names))], dtype=torch.float64)
+    return CountLinear(n_src, n_dst, torch.as_tensor(np.stack([pre, post])), torch.as_tensor(n_synapses),
+                       torch.as_tensor(block), len(names),
+                       sign=None if sign is None else torch.as_tensor(sign), init_scale=init,
+                       backend=backend, block_names=[str(n) for n in names], device=device, dtype=dtype)
+
+
+def _projection_module(pp: ProjectionPlan, spec: ColumnSpec, src: LayerPlan, dst: LayerPlan,
+                       backend: str, gen: torch.Generator, device, dtype) -> nn.Module:
+    src_ei = src.ei
+    if spec.weights == "counts":
+        return count_module(pp.pre, pp.post, pp.n_synapses, pp.n_src, pp.n_dst, src.groups,
+                            dst.groups, np.where(src_ei == "I", -1.0, 1.0) if spec.dale else None,
+                            backend, device, dtype)
     sign = torch.as_tensor(np.where(src_ei == "I", -1.0, 1.0)) if spec.dale else None
     scale = None
     if spec.weight_init == "synapse_count":
@@ -506,21 +431,6 @@ def _projection_module(pp: ProjectionPlan, spec: ColumnSpec, src_ei: np.ndarray,
                         generator=gen, device=device, dtype=dtype)
 
 
-def plan_column(graph: ConnectomeGraph | nx.DiGraph,
-                spec: ColumnSpec | None = None) -> tuple[list[LayerPlan], list[ProjectionPlan]]:
-    """The layers (units, E/I, inhibitory input) and projections (edge lists) a column of ``spec``
-    has on ``graph``, with the null-model transform applied: what :func:`compile_column` builds,
-    before any weight exists (for inspecting masks: fan-ins, edge counts)."""
-    spec = spec or ColumnSpec.bionic()
-    if isinstance(graph, ConnectomeGraph):
-        if spec.mask in NULL_MODELS:
-            graph = NULL_MODELS[spec.mask](graph, seed=spec.seed)
-        return _plan_neuron_graph(graph, spec)
-    if isinstance(graph, nx.DiGraph):
-        return _plan_type_graph(graph, spec)
-    raise TypeError(f"graph must be a ConnectomeGraph or a networkx DiGraph, got {type(graph)}")
-
-
 def compile_column(
     graph: ConnectomeGraph | nx.DiGraph,
     spec: ColumnSpec | None = None,
@@ -540,6 +450,10 @@ def compile_column(
     unless ``spec.backend`` forces one. The same graph, spec and seed give the same column.
     """
     spec = spec or ColumnSpec.bionic()
+    if spec.dynamics == "recurrent":
+        from .recurrent import compile_recurrent   # recurrent builds on this module's parts
+
+        return compile_recurrent(graph, spec, in_features, device=device, dtype=dtype)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     plans, projs = plan_column(graph, spec)
     if isinstance(graph, ConnectomeGraph):
@@ -561,7 +475,7 @@ def compile_column(
     for pp in projs:
         b = choose_backend(pp.n_dst, pp.n_src, pp.density, dev, spec.backend)
         backends[pp.key] = b
-        mod = _projection_module(pp, spec, by_name[pp.src].ei, b, gen, dev, dtype)
+        mod = _projection_module(pp, spec, by_name[pp.src], by_name[pp.dst], b, gen, dev, dtype)
         if pp.src == pp.dst:
             intra[pp.dst] = mod
         else:
@@ -570,8 +484,10 @@ def compile_column(
     for p in plans:
         inh = GradedInhibition(p.inhibitory_input, spec.inhibition_strength) \
             if spec.graded_inhibition else None
+        groups = pd.factorize(pd.Series(p.groups, dtype=object), sort=True)[0] \
+            if spec.weights == "counts" else None
         layer = ColumnLayer(p.name, p.size, modules[p.name], intra.get(p.name), spec.layer_norm,
-                            inh, spec.noise_std)
+                            inh, spec.noise_std, groups=groups)
         layer.record = spec.hebbian_rate > 0 or spec.homeostasis
         layer.record_pre = spec.hebbian_rate > 0
         layers[p.name] = layer

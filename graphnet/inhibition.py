@@ -1,8 +1,8 @@
-"""Inhibition: graded (per cell, from the connectome) and lateral (conv feature maps).
+"""Graded inhibition: each cell's inhibitory input from the connectome, and the gain it sets.
 
-:class:`LateralInhibition2d` is the reference formula; :class:`FastLateralInhibition2d` computes
-the same numbers as one fixed convolution of :math:`x^2` with a fused backward (the one the
-training pipeline uses)."""
+The column's inhibitory cells are not units of the feedforward column; they act through
+:class:`GradedInhibition`, a fixed per-cell gain computed from :func:`inhibitory_input` (a
+neuron-level graph) or :func:`population_inhibitory_input` (a type-level graph)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
@@ -123,133 +122,3 @@ class GradedInhibition(nn.Module):
         return (f"n={self.gain.numel()}, strength={self.strength}, "
                 f"gain=[{float(self.gain.min()) if self.gain.numel() else 1:.3f}, "
                 f"{float(self.gain.max()) if self.gain.numel() else 1:.3f}]")
-
-
-class LateralInhibition2d(nn.Module):
-    r"""Divisive normalisation of a conv feature map over neighbouring channels and positions.
-
-    .. math::
-        y_{c,u,v} = x_{c,u,v} \Big/ \Big(k + \frac{\alpha}{n\,s^2}
-        \sum_{|c'-c| \le \lfloor n/2 \rfloor} \; \sum_{|u'-u|, |v'-v| \le \lfloor s/2 \rfloor}
-        x_{c',u',v'}^2 \Big)^{\beta}
-
-    i.e. each unit is divided by the mean squared activity of a window of ``n`` channels by
-    ``s x s`` positions around it (zero padded; the divisor counts the padding, like
-    :class:`torch.nn.LocalResponseNorm`, which this equals for ``s = 1``). Strongly active
-    neighbours suppress a unit; an isolated unit is (almost) unchanged when :math:`\alpha` is small
-    relative to :math:`k`. No learnable parameters.
-
-    Args:
-        size: channels :math:`n` in the window (odd).
-        spatial: positions :math:`s` per side of the window (odd).
-        alpha: :math:`\alpha`.
-        beta: :math:`\beta`.
-        k: :math:`k`.
-
-    Shapes:
-        - **input:** :math:`(N, C, H, W)`
-        - **output:** :math:`(N, C, H, W)`
-    """
-
-    def __init__(self, size: int = 5, spatial: int = 3, alpha: float = 1.0, beta: float = 0.75,
-                 k: float = 1.0) -> None:
-        super().__init__()
-        if size < 1 or size % 2 == 0 or spatial < 1 or spatial % 2 == 0:
-            raise ValueError(f"size and spatial must be odd and >= 1, got {size}, {spatial}")
-        if k <= 0 or alpha < 0:
-            raise ValueError("need k > 0 and alpha >= 0")
-        self.size, self.spatial = int(size), int(spatial)
-        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
-
-    def reset_parameters(self) -> None:  # no parameters
-        pass
-
-    def forward(self, x: Tensor) -> Tensor:
-        # x: (N, C, H, W) -> (N, C, H, W)
-        if x.ndim != 4:
-            raise ValueError(f"expected (N, C, H, W), got shape {tuple(x.shape)}")
-        sq = x.pow(2).unsqueeze(1)  # (N, 1, C, H, W)
-        n, s = self.size, self.spatial
-        mean = F.avg_pool3d(sq, (n, s, s), stride=1, padding=(n // 2, s // 2, s // 2),
-                            count_include_pad=True).squeeze(1)
-        return x / (self.k + self.alpha * mean).pow(self.beta)
-
-    def extra_repr(self) -> str:
-        return (f"size={self.size}, spatial={self.spatial}, alpha={self.alpha}, "
-                f"beta={self.beta}, k={self.k}")
-
-
-def lateral_window_kernel(channels: int, size: int, spatial: int) -> Tensor:
-    """``(C, C, s, s)`` conv kernel whose output is the mean of :math:`x^2` over the ``size``
-    channels x ``spatial`` x ``spatial`` zero-padded window of :class:`LateralInhibition2d` (the
-    divisor counts the padding, as there)."""
-    w = torch.zeros(channels, channels, spatial, spatial)
-    h = size // 2
-    for c in range(channels):
-        w[c, max(0, c - h):min(channels, c + h + 1)] = 1.0 / (size * spatial * spatial)
-    return w
-
-
-class DivisiveNorm075(torch.autograd.Function):
-    r""":math:`y = x\,t^{-3/4}`, :math:`t = k + \alpha\,\mathrm{conv2d}(x^2, \text{window})`: forward
-    and a hand-written backward with rsqrt/sqrt/mul only (autograd's rsqrt/pow backward calls a
-    slow ``pow``) and few passes over the ``(B, C, H, W)`` maps."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, window: Tensor, k: float, alpha: float, padding: int) -> Tensor:
-        t = F.conv2d(x * x, window, padding=padding)
-        if alpha != 1.0:
-            t.mul_(alpha)
-        t.add_(k)
-        r = torch.rsqrt(t)            # t^-1/2
-        r.mul_(torch.sqrt(r))         # t^-3/4
-        ctx.save_for_backward(x, window, t, r)
-        ctx.alpha, ctx.padding = alpha, padding
-        return x * r
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        x, window, t, r = ctx.saved_tensors
-        # dL/dt = -3/4 dy x t^-7/4 = -3/4 dy x r / t ;  dL/dx = dy r + 2 x conv^T(alpha dL/dt)
-        q = dy * x
-        q.mul_(r).div_(t).mul_(-0.75 * ctx.alpha)
-        # conv^T as a conv with the transposed, flipped kernel (mkldnn/cuDNN fast path)
-        ds = F.conv2d(q, window.transpose(0, 1).flip(2, 3), padding=ctx.padding)
-        dx = dy * r
-        dx.addcmul_(x, ds, value=2.0)
-        return dx, None, None, None, None
-
-
-class FastLateralInhibition2d(LateralInhibition2d):
-    """:class:`LateralInhibition2d` for a fixed channel count, with the same formula and (empty)
-    state dict, computed as one fixed convolution of :math:`x^2` (an mkldnn/cuDNN kernel) instead
-    of an ``avg_pool3d``, with a fused backward for the default beta = 3/4
-    (:class:`DivisiveNorm075`); always in float32 (autocast off inside). ~5x faster
-    forward+backward than the reference on CPU for the paper's (256, 8, 48, 48) maps. Inputs
-    whose channel count is not ``channels`` take the reference path.
-
-    Args:
-        channels: :math:`C` of the inputs; the other arguments are :class:`LateralInhibition2d`'s.
-    """
-
-    def __init__(self, channels: int, size: int = 5, spatial: int = 3, alpha: float = 1.0,
-                 beta: float = 0.75, k: float = 1.0) -> None:
-        super().__init__(size=size, spatial=spatial, alpha=alpha, beta=beta, k=k)
-        self.channels = int(channels)
-        self.register_buffer("window", lateral_window_kernel(self.channels, self.size, self.spatial),
-                             persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        # x: (N, C, H, W) -> (N, C, H, W)
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            return super().forward(x)
-        with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
-            w = self.window.float()
-            if self.beta == 0.75:
-                return DivisiveNorm075.apply(x, w, self.k, self.alpha, self.spatial // 2)
-            t = self.k + self.alpha * F.conv2d(x * x, w, padding=self.spatial // 2)
-            return x / t.pow(self.beta)
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, " + super().extra_repr()

@@ -1,17 +1,35 @@
 """Null models: graph transforms ``(ConnectomeGraph, seed) -> ConnectomeGraph``.
 
-Each keeps the node table's rows (cells, positions, root ids) and says what it preserves:
+Each keeps the node table's rows (cells, positions, root ids) and says what it keeps; a
+*population* is ``cell_type|layer`` (:func:`connectomics.graph.population_key`), a *block* the
+edges from one population to another. A compiled column layer is a union of populations (types,
+or types within layers), so a null that keeps every block's edge count and synapse total keeps
+them for every compiled projection too: those nulls are *matched per projection*.
 
-=====================  ==========================================================================
-:func:`random_graph`   node table, edge count (density), the multiset of edge attributes
-                       (``n_synapses``, ``summed_size``); edges uniform over ordered pairs i != j
-:func:`degree_shuffle` node table, every cell's in- and out-degree, edge count of every
-                       pre-population x post-population block (so the type graph's
-                       ``connected_pairs``), edge attributes (each travels with its edge's pre cell)
-:func:`label_shuffle`  edges, positions and layers; the type labels (``cell_type``, ``mtype``,
-                       ``ei``) are permuted among cells of the same layer, so type counts (per
-                       layer and overall) are kept and types lose their wiring
-=====================  ==========================================================================
+======================  =============================================================  =========
+null model              keeps                                                          matched
+======================  =============================================================  =========
+:func:`block_random`    node table; every block's edge count and its multiset of       yes
+                        (``n_synapses``, ``summed_size``); edges placed uniformly
+                        over the block's ordered pairs (no autapse, no duplicate)
+:func:`degree_shuffle`  node table; every cell's in- and out-degree; every block's     yes
+                        edge count; each cell's multiset of outgoing synapse counts
+                        (attributes travel with the pre cell), hence block totals
+:func:`weight_shuffle`  node table and every edge (the topology); the                  yes
+                        (``n_synapses``, ``summed_size``) pairs are permuted among the
+                        edges of each block, so block totals are kept and which
+                        partner gets many synapses is not
+:func:`random_graph`    node table; the whole graph's edge count and edge attributes;  no
+                        edges uniform over all ordered pairs, so blocks (and compiled
+                        projections) get the global density, not their own
+:func:`label_shuffle`   every edge and every cell's position and layer; it permutes    no
+                        the labels (``cell_type``, ``mtype``, ``ei``) among the cells
+                        of each layer. What changes: which cells form each column
+                        layer (a "4P" layer becomes a random set of L4 cells), hence
+                        each projection's edge count and synapse total (the wiring
+                        between those cells is whatever the connectome has), and which
+                        cells are inhibitory, hence each cell's inhibitory input
+======================  =============================================================  =========
 
 :func:`random_type_graph` is :func:`random_graph`'s counterpart for a type-level graph.
 Everything is drawn from ``numpy.random.default_rng(seed)``. The result's ``meta`` records
@@ -61,8 +79,73 @@ def random_graph(graph: ConnectomeGraph, seed: int = 0) -> ConnectomeGraph:
 
 
 def _populations(graph: ConnectomeGraph) -> np.ndarray:
-    pop = population_key(graph.nodes["cell_type"], graph.nodes["layer"])
-    return pd.factorize(pop)[0]
+    """``(n,)`` integer population code of every cell (population = ``cell_type|layer``)."""
+    pop = [population_key(t, l) for t, l in zip(graph.nodes["cell_type"].astype(str),
+                                                graph.nodes["layer"].astype(str))]
+    return pd.factorize(pd.Series(pop, dtype=object))[0]
+
+
+def _blocks(graph: ConnectomeGraph) -> tuple[np.ndarray, np.ndarray]:
+    """``(pop, block)``: each cell's population code and each edge's block code (pre-population
+    x post-population)."""
+    pop = _populations(graph)
+    n_pop = int(pop.max()) + 1 if len(pop) else 1
+    e = graph.edges
+    return pop, pop[e["pre"].to_numpy()] * n_pop + pop[e["post"].to_numpy()]
+
+
+def block_random(graph: ConnectomeGraph, seed: int = 0) -> ConnectomeGraph:
+    """Block-matched random graph: in every pre-population x post-population block, as many
+    edges as the connectome's, placed uniformly at random over the block's ordered pairs
+    (``i != j``, no duplicates), carrying that block's (``n_synapses``, ``summed_size``) pairs
+    in random order. Every block (so every compiled projection) keeps its edge count and its
+    synapse total; who connects to whom within a block is random."""
+    rng = np.random.default_rng(seed)
+    pop, block = _blocks(graph)
+    members = pd.Series(np.arange(len(pop))).groupby(pop).apply(np.asarray).to_dict()
+    e = graph.edges
+    pre_parts, post_parts, attr_parts = [], [], []
+    for b in np.unique(block):
+        idx = np.flatnonzero(block == b)
+        ex = e.iloc[idx[0]]
+        P, Q = pop[int(ex["pre"])], pop[int(ex["post"])]
+        src, dst = members[P], members[Q]
+        ns, nd, m = len(src), len(dst), len(idx)
+        same = P == Q
+        possible = ns * (nd - 1) if same else ns * nd
+        if m > possible:  # pragma: no cover - a graph without duplicate edges cannot exceed it
+            raise ValueError(f"block {P}->{Q}: {m} edges do not fit {possible} pairs")
+        k = rng.choice(possible, size=m, replace=False)
+        if same:   # pairs (a, c) with c != a: c runs over the other nd - 1 cells
+            a, r = np.divmod(k, nd - 1)
+            c = r + (r >= a)
+        else:
+            a, c = np.divmod(k, nd)
+        pre_parts.append(src[a])
+        post_parts.append(dst[c])
+        attr_parts.append(e[["n_synapses", "summed_size"]].iloc[idx[rng.permutation(m)]])
+    if pre_parts:
+        pre, post = np.concatenate(pre_parts), np.concatenate(post_parts)
+        attrs = pd.concat(attr_parts, ignore_index=True)
+    else:
+        pre = post = np.zeros(0, dtype=np.int64)
+        attrs = e[["n_synapses", "summed_size"]].iloc[:0]
+    return _with_edges(graph, pre, post, attrs, {"null_model": "block_random", "seed": int(seed)})
+
+
+def weight_shuffle(graph: ConnectomeGraph, seed: int = 0) -> ConnectomeGraph:
+    """Weight shuffle: the topology (every edge) kept; the (``n_synapses``, ``summed_size``)
+    pairs permuted among the edges of each pre-population x post-population block."""
+    rng = np.random.default_rng(seed)
+    _, block = _blocks(graph)
+    e = graph.edges
+    order = np.arange(len(e))
+    for b in np.unique(block):
+        idx = np.flatnonzero(block == b)
+        order[idx] = idx[rng.permutation(len(idx))]
+    attrs = e[["n_synapses", "summed_size"]].iloc[order]
+    return _with_edges(graph, e["pre"].to_numpy(), e["post"].to_numpy(), attrs,
+                       {"null_model": "weight_shuffle", "seed": int(seed)})
 
 
 def degree_shuffle(graph: ConnectomeGraph, seed: int = 0, swaps_per_edge: float = 10.0) -> ConnectomeGraph:
@@ -79,9 +162,7 @@ def degree_shuffle(graph: ConnectomeGraph, seed: int = 0, swaps_per_edge: float 
     pre = e["pre"].to_numpy().astype(np.int64).copy()
     post = e["post"].to_numpy().astype(np.int64).copy()
     m, n = len(pre), graph.n_nodes
-    pop = _populations(graph)
-    n_pop = int(pop.max()) + 1 if n else 1
-    block = pop[pre] * n_pop + pop[post]
+    _, block = _blocks(graph)
     accepted = 0
     for _ in range(int(round(2 * swaps_per_edge))):
         if m < 2:
@@ -116,7 +197,11 @@ def degree_shuffle(graph: ConnectomeGraph, seed: int = 0, swaps_per_edge: float 
 
 def label_shuffle(graph: ConnectomeGraph, seed: int = 0, within_layer: bool = True) -> ConnectomeGraph:
     """Type-label shuffle: permute ``(cell_type, mtype, ei)`` among the cells of each layer
-    (``within_layer=False``: among all cells). Edges, positions and layers stay."""
+    (``within_layer=False``: among all cells). Edges, positions and layers stay; the type counts
+    per layer stay. Not matched per projection: a column layer selected by type becomes a random
+    set of cells of the same cortical layers, so its projections carry the connectome's wiring
+    between *those* cells (another edge count and synapse total), and E/I labels move, so each
+    cell's inhibitory input changes too."""
     rng = np.random.default_rng(seed)
     nodes = graph.nodes.copy()
     cols = ["cell_type", "mtype", "ei"]
@@ -152,7 +237,11 @@ def random_type_graph(type_graph: nx.DiGraph) -> nx.DiGraph:
     return out
 
 
-NULL_MODELS = {"random": random_graph, "degree_shuffle": degree_shuffle,
+NULL_MODELS = {"random": random_graph, "block_random": block_random,
+               "degree_shuffle": degree_shuffle, "weight_shuffle": weight_shuffle,
                "label_shuffle": label_shuffle}
+#: the null models that keep every block's (so every compiled projection's) edge count and
+#: synapse total
+MATCHED_NULL_MODELS = ("block_random", "degree_shuffle", "weight_shuffle")
 #: null models of a type-level graph (masks are then sampled from it with the spec's seed)
 TYPE_NULL_MODELS = {"random": random_type_graph}

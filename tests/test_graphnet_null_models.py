@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from connectomics.stats import density
-from graphnet import degree_shuffle, label_shuffle, random_graph
+from graphnet import block_random, degree_shuffle, label_shuffle, random_graph, weight_shuffle
 from graphnet.null_models import random_type_graph
 from graphnet.testing import synthetic_graph, torch_threads
 
@@ -98,3 +98,72 @@ def test_random_type_graph_is_uniform_at_the_graph_density(graph):
     for a, b, d in rnd.edges(data=True):
         assert d["connected_pairs"] == (tg.edges[a, b]["connected_pairs"] if tg.has_edge(a, b) else 0)
     assert len({d["connection_probability"] for _, _, d in tg.edges(data=True)}) > 1
+
+
+def _block_synapses(g):
+    pop = (g.nodes["cell_type"] + "|" + g.nodes["layer"]).to_numpy()
+    key = pd.Series(list(zip(pop[g.edges["pre"]], pop[g.edges["post"]])))
+    return g.edges["n_synapses"].groupby(key.to_numpy()).sum().sort_index()
+
+
+def test_block_random_keeps_every_block_and_moves_edges(graph):
+    b = block_random(graph, seed=0)
+    _well_formed(b)
+    pd.testing.assert_frame_equal(b.nodes, graph.nodes)
+    pd.testing.assert_series_equal(_blocks(b), _blocks(graph))
+    pd.testing.assert_series_equal(_block_synapses(b), _block_synapses(graph))
+    assert sorted(zip(b.edges["n_synapses"], b.edges["summed_size"])) == \
+        sorted(zip(graph.edges["n_synapses"], graph.edges["summed_size"]))
+    changed = 1 - len(_pairs(b) & _pairs(graph)) / len(graph.edges)
+    assert changed > 0.5, f"only {changed:.0%} of edges moved"
+    # degrees are not kept (that is the degree shuffle's job)
+    assert not np.array_equal(np.bincount(b.edges["post"], minlength=graph.n_nodes),
+                              np.bincount(graph.edges["post"], minlength=graph.n_nodes))
+    assert b.meta["null_model"] == "block_random"
+    assert _pairs(block_random(graph, seed=0)) == _pairs(b)
+    assert _pairs(block_random(graph, seed=1)) != _pairs(b)
+
+
+def test_block_random_fills_a_complete_block_exactly():
+    # every pair of a 3-cell population connected: the null can only place the same edges
+    nodes = synthetic_graph(p=0.0, seed=0).nodes.iloc[:3].copy()
+    nodes[["cell_type", "layer", "ei"]] = ["4P", "L4", "E"]
+    pre, post = np.array([0, 0, 1, 1, 2, 2]), np.array([1, 2, 0, 2, 0, 1])
+    root = nodes["root_id"].to_numpy()
+    from connectomics.graph import ConnectomeGraph
+    g = ConnectomeGraph(nodes=nodes, edges=pd.DataFrame({
+        "pre": pre, "post": post, "pre_root_id": root[pre], "post_root_id": root[post],
+        "n_synapses": np.arange(1, 7), "summed_size": np.full(6, np.nan)}))
+    b = block_random(g, seed=3)
+    assert _pairs(b) == _pairs(g)
+    assert sorted(b.edges["n_synapses"]) == list(range(1, 7))
+
+
+def test_weight_shuffle_keeps_topology_and_block_totals(graph):
+    w = weight_shuffle(graph, seed=0)
+    assert _pairs(w) == _pairs(graph)
+    pd.testing.assert_series_equal(_block_synapses(w), _block_synapses(graph))
+    merged = graph.edges.merge(w.edges, on=["pre", "post"], suffixes=("", "_null"))
+    assert len(merged) == len(graph.edges)
+    assert (merged["n_synapses"] != merged["n_synapses_null"]).mean() > 0.2
+    assert w.meta["null_model"] == "weight_shuffle"
+
+
+def test_matched_nulls_keep_every_compiled_projection_on_the_real_column(column_graph):
+    """On the real column, the matched nulls compile the connectome's edge count and synapse
+    total for every projection of the paper's column; the unmatched ones do not."""
+    from graphnet import ColumnSpec
+    from graphnet.null_models import MATCHED_NULL_MODELS
+    from graphnet.plan import plan_column
+
+    def per_projection(mask, seed=1):
+        _, projs = plan_column(column_graph.graph, ColumnSpec.bionic(mask=mask, seed=seed))
+        return {p.key: (len(p.pre), int(p.n_synapses.sum())) for p in projs}
+
+    real = per_projection("connectome")
+    assert sum(e for e, _ in real.values()) == 19_724
+    for mask in MATCHED_NULL_MODELS:
+        for seed in (1, 2):
+            assert per_projection(mask, seed) == real, (mask, seed)
+    for mask in ("random", "label_shuffle"):
+        assert per_projection(mask) != real, mask

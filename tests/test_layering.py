@@ -54,3 +54,30 @@ def test_importing_every_connectomics_module_loads_neither_graphnet_nor_pipeline
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+#: Within graphnet the compiler flows one way too: specs and null models -> plans -> modules.
+#: A plan is what the graph says before any module exists, so the planning modules import none
+#: of the module-building ones.
+PLANNING = ("spec", "null_models", "plan")
+MODULE_BUILDING = ("column", "masked_linear", "sparse_linear", "projection", "backend",
+                   "plasticity", "plots")
+
+
+@pytest.mark.parametrize("name", PLANNING)
+def test_graphnet_planning_modules_import_no_module_building_code(name):
+    path = ROOT / "graphnet" / f"{name}.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    relative = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+    absolute = {m.split(".")[1] for m in imported_modules(path) if m.startswith("graphnet.")}
+    assert not (relative | absolute) & set(MODULE_BUILDING), (name, relative | absolute)
+
+
+def test_the_conv_front_end_lives_in_pipelines():
+    """graphnet compiles graphs; the conv front end (lateral inhibition, CBAM, pooling) is the
+    training pipeline's and is not part of graphnet."""
+    import graphnet
+
+    assert not {"LateralInhibition2d", "FastLateralInhibition2d", "CBAM"} & set(dir(graphnet))
+    assert "class LateralInhibition2d" not in (ROOT / "graphnet" / "inhibition.py").read_text()
+    assert "class LateralInhibition2d" in (ROOT / "pipelines" / "frontend.py").read_text()
