@@ -81,3 +81,30 @@ def test_the_conv_front_end_lives_in_pipelines():
     assert not {"LateralInhibition2d", "FastLateralInhibition2d", "CBAM"} & set(dir(graphnet))
     assert "class LateralInhibition2d" not in (ROOT / "graphnet" / "inhibition.py").read_text()
     assert "class LateralInhibition2d" in (ROOT / "pipelines" / "frontend.py").read_text()
+
+
+def _connectomics_imports(path: Path) -> set[str]:
+    """The connectomics modules ``path`` imports, as dotted names below ``connectomics``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = path.relative_to(ROOT / "connectomics").parent.parts
+    names = {m.removeprefix("connectomics.") for m in imported_modules(path) if m.startswith("connectomics.")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[: len(package) - node.level + 1])
+            names |= {".".join(base + ([node.module] if node.module else []) + ([] if node.module else [a.name]))
+                      for a in node.names}
+    return names
+
+
+def test_connectomics_sources_come_before_the_build():
+    """Within connectomics tables flow one way too: a source (connectomics/sources/, made by name
+    from connectomics.sources.SOURCES) delivers tables and knows nothing of the build that turns
+    them into graphs; the synapse sampler draws synapses for any cells and knows no source."""
+    sources = sorted((ROOT / "connectomics" / "sources").glob("*.py"))
+    assert {p.stem for p in sources} >= {"__init__", "base", "column", "surrogate", "cave", "snapshot", "volume"}
+    bad = [f"{p.relative_to(ROOT)} imports connectomics.{m}" for p in sources
+           for m in sorted(_connectomics_imports(p)) if m.split(".")[0] in ("build", "dask_engine")]
+    assert not bad, bad
+    sampler = _connectomics_imports(ROOT / "connectomics" / "synapse_sampler.py")
+    assert sampler and not [m for m in sampler if m.startswith("sources")], sampler
+    assert not (ROOT / "connectomics" / "volume.py").exists()
