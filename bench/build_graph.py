@@ -86,8 +86,10 @@ def run_stream(table: Path, cells: Path) -> dict:
 
 
 def run_pandas(table: Path, cells: Path) -> dict:
+    from connectomics.graph import population_key
+
     nodes = pd.read_parquet(cells)
-    nodes["population"] = nodes["cell_type"] + "|" + nodes["layer"]
+    nodes["population"] = population_key(nodes["cell_type"], nodes["layer"])
     syn = pd.read_parquet(table)
     syn = syn.merge(nodes[["root_id", "population"]].rename(columns={"root_id": "pre_pt_root_id",
                                                                        "population": "pre_population"}))

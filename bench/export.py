@@ -60,10 +60,10 @@ shutil.rmtree(out.parent)
 NEUROGLANCER = r"""
 import json, sys, time
 import nglui.statebuilder, neuroglancer
-from connectomics import load_graph
+from connectomics import load_graph, population_key
 from connectomics.export import neuroglancer_state
 g = load_graph(sys.argv[1])
-pop = (g.nodes["cell_type"] + "|" + g.nodes["layer"]).value_counts().index[0]
+pop = population_key(g.nodes["cell_type"], g.nodes["layer"]).value_counts().index[0]
 t0 = time.perf_counter(); st = neuroglancer_state(g, population=pop); s = time.perf_counter() - t0
 print(json.dumps({"population": pop, "cells": len(st.segments), "seconds": s, "url_chars": len(st.url),
                   "json_bytes": len(st.to_json(indent=None))}))

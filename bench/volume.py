@@ -6,12 +6,12 @@ Dask engine, and a column compiled over every excitatory cell of it (sparse vs d
     python bench/volume.py --phases build model         # some phases only (results are merged)
 
 Cells: ``--cells PATH`` (default: ``../shared/data/microns/nriedman_microns/cells_no_repeats.csv``
-when present, else :func:`connectomics.volume.synthetic_cell_table` with as many cells: the
+when present, else :func:`connectomics.sources.volume.synthetic_cell_table` with as many cells: the
 table says which). Every measurement runs in a fresh Python process (peak memory = its
 ``ru_maxrss``; with Dask also the largest worker's). Phases:
 
 ``build``
-    ``build_with_engine`` into an empty cache, once with ``local`` and once with ``dask`` on a
+    ``connectomics.build.build_graph`` into an empty cache, once with ``local`` and once with ``dask`` on a
     ``LocalCluster`` of ``--workers`` worker processes (1 thread each): synapse generation
     (partitioned Parquet) + aggregation + graph files. Then aggregation alone over the cached
     partitions with each engine. The Dask edges are checked identical to the local ones.
@@ -65,12 +65,12 @@ def _rss_mb() -> float:
 # children (one fresh process per measurement)
 # ------------------------------------------------------------------------------------------------
 def child_build(a: dict) -> dict:
-    from connectomics.dask_engine import build_with_engine
-    from connectomics.volume import VolumeSource
+    from connectomics.build import build_graph
+    from connectomics.sources.volume import VolumeSource
 
     src = VolumeSource(a["cells"], seed=a["seed"], fraction=a["fraction"])
     t0 = time.perf_counter()
-    res = build_with_engine(src, a["cache"], engine=a["engine"], n_workers=a["workers"], progress=False)
+    res = build_graph(src, a["cache"], engine=a["engine"], n_workers=a["workers"], progress=False)
     t = res.graph.meta["timings"]
     return {"cells": res.graph.n_nodes, "synapses": res.graph.meta["n_synapses"],
             "edges": res.graph.meta["n_edges"], "partitions": res.graph.meta["synapse_files"],
@@ -82,12 +82,12 @@ def child_build(a: dict) -> dict:
 def child_aggregate(a: dict) -> dict:
     import pandas as pd
 
-    from connectomics.dask_engine import aggregate_dask, aggregate_local, dask_client
-    from connectomics.volume import partition_files
     from connectomics.cache import TableCache
+    from connectomics.dask_engine import aggregate_dask, aggregate_local, dask_client
+    from connectomics.schema import SYNAPSE_TABLE
 
     cache = TableCache(a["cache_root"], "volume", a["version"])
-    files = partition_files(cache, verify=False)
+    files = cache.partition_files(SYNAPSE_TABLE, verify=False)
     roots = pd.read_parquet(Path(a["graph"]) / "nodes.parquet", columns=["root_id"])["root_id"].to_numpy()
     out = {}
     if a["engine"] == "local":
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if REAL_CELLS.exists():
             cells, label = str(REAL_CELLS), f"the {REAL_ROWS:,} real excitatory cells (cells_no_repeats.csv)"
         else:
-            from connectomics.volume import synthetic_cell_table
+            from connectomics.sources.volume import synthetic_cell_table
 
             cells = str(OUT / "volume_synthetic_cells.csv")
             synthetic_cell_table(REAL_ROWS, seed=0, width_um=(1300.0, 500.0)).to_csv(cells)

@@ -3,21 +3,28 @@
 Each writer writes to a temporary file beside the target (same folder, so same file system),
 fsyncs it and renames it onto the target (:func:`os.replace`, atomic on POSIX and Windows), so
 a reader never sees half a file and a crash leaves at most a hidden ``.<name>.*.tmp`` behind.
-Neutral on purpose: used by the Parquet cache, the graph files, the FER-2013 decode cache and
-the training runs alike.
+A folder whose files belong together (a graph) is written the same way as a whole
+(:func:`atomic_dir`). Neutral on purpose: used by the Parquet cache, the graph files, the
+FER-2013 decode cache and the training runs alike.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_write", "write_bytes_atomic", "write_json_atomic", "sha256_of"]
+#: Tries of :func:`atomic_dir` to put its folder in place while other writers replace it.
+_SWAP_ATTEMPTS = 100
+
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "write_bytes_atomic", "write_json_atomic", "sha256_of"]
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -45,13 +52,60 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        _usual_mode(tmp_path, 0o666)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _usual_mode(path: Path, mode: int) -> None:
+    """Give ``path`` the permissions ``mode`` less the umask (mkstemp/mkdtemp make them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside ``target``; on success it takes ``target``'s place.
+
+    The caller writes every file into the yielded folder inside the block. On an exception the
+    folder is removed and ``target`` is left as it was; on success an existing ``target`` is moved
+    aside, the new folder renamed onto its name, and the old one removed. No reader ever sees a
+    mix of old and new files; a crash between the two renames leaves ``target`` absent (its old
+    contents in a hidden ``.<name>.*.old`` beside it), never half written. Writers of the same
+    ``target`` at the same time (two processes building one graph) each put a complete folder
+    there, the last one stays.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        _usual_mode(tmp, 0o777)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        for _ in range(_SWAP_ATTEMPTS):
+            old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+            with contextlib.suppress(FileNotFoundError):   # none there, or another writer moved it
+                os.rename(target, old)
+            try:
+                os.rename(tmp, target)
+            except OSError as e:   # another writer put its folder there in between: again
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+            break
+        else:
+            raise FileExistsError(f"{target}: other writers kept replacing it; {_SWAP_ATTEMPTS} attempts")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:

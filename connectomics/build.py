@@ -1,15 +1,17 @@
 """Tables -> cells -> graphs: the whole build, shared by the CLI, notebooks and training.
 
-``build_graph(source, cache_root, engine=...)`` is the one build path: the source pulls (or reads
-from the cache) its tables (:meth:`~connectomics.sources.base.Source.pull_tables`), the cells are
-assembled, the synapse files aggregated by the ``local`` or ``dask`` engine
-(:mod:`connectomics.dask_engine`), and the neuron-level and cell-type graphs written to
-``<cache>/<namespace>/v<cache_version>/graph/`` (or ``out``).
+``build_graph(source, cache_root, engine=...)`` is the one build path: the source (by name:
+:func:`~connectomics.sources.make_source`) pulls (or reads from the cache) its tables
+(:meth:`~connectomics.sources.base.Source.pull_tables`), the cells are assembled, the synapse
+files aggregated by the ``local`` or ``dask`` engine (:mod:`connectomics.dask_engine`), and the
+neuron-level and cell-type graphs written to :func:`graph_folder`
+(``<cache>/<namespace>/v<cache_version>/graph/``) or ``out``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,52 +19,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import TableCache
+from .cache import CacheError, TableCache
 from .cells import assemble_cells
 from .graph import ConnectomeGraph, load_graph
 from .layers import LayerBounds
+from .sources import SOURCES, make_source
 from .sources.base import Source
 from .stats import density, ei_connection_probability
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_CACHE = "data_cache"
+#: The sources :func:`build_default_graph` builds: offline, deterministic, needing no input.
+DEFAULT_SOURCES = ("column", "surrogate")
+
+__all__ = ["DEFAULT_CACHE", "DEFAULT_SOURCES", "SOURCES", "BuildResult", "build_default_graph", "build_graph",
+           "graph_folder", "make_source", "summary"]
 
 
-def make_source(kind: str = "column", *, path: str | None = None, version: int = 1300, seed: int = 0,
-                datastack: str = "minnie65_public", auth_token: str | None = None,
-                token_file: str | None = None, fraction: float = 1.0,
-                resolution_nm: tuple[float, float, float] | None = None) -> Source:
-    """A source by name: ``column`` (the bundled real MICrONS V1 column, the default),
-    ``surrogate`` (seeded), ``cave`` (datastack at ``version``), ``snapshot PATH`` (positions in
-    ``resolution_nm`` nm per unit if given, see :mod:`connectomics.sources.snapshot`),
-    ``volume`` (``path`` = the cell table, ``seed``, ``fraction``; see :mod:`connectomics.volume`)."""
-    if resolution_nm is not None and kind != "snapshot":
-        raise ValueError(f"--resolution is for --source snapshot, not {kind}")
-    if kind == "column":
-        from .sources.column import ColumnSource
-
-        return ColumnSource()
-    if kind == "surrogate":
-        from .sources.surrogate import SurrogateSource
-
-        return SurrogateSource(seed=seed)
-    if kind == "snapshot":
-        if not path:
-            raise ValueError("--source snapshot needs a PATH: --source snapshot DIR")
-        from .sources.snapshot import SnapshotSource
-
-        return SnapshotSource(path, datastack=datastack, version=version, resolution_nm=resolution_nm)
-    if kind == "cave":
-        from .sources.cave import CaveSource
-
-        return CaveSource(datastack=datastack, version=version, auth_token=auth_token,
-                          auth_token_file=token_file)
-    if kind == "volume":
-        if not path:
-            raise ValueError("--source volume needs a cell table: --cells PATH")
-        from .volume import VolumeSource
-
-        return VolumeSource(path, seed=seed, fraction=fraction)
-    raise ValueError(f"unknown source {kind!r}: use column, surrogate, cave, snapshot PATH or volume")
+def graph_folder(source: Source, cache_root: str | Path = DEFAULT_CACHE) -> Path:
+    """Where :func:`build_graph` writes the graphs of ``source`` unless told otherwise:
+    ``<cache_root>/<namespace>/v<cache_version>/graph``, beside the source's cached tables."""
+    return TableCache(cache_root, source.namespace, source.cache_version).dir / "graph"
 
 
 @dataclass
@@ -121,7 +99,7 @@ def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, engin
                      if "/" not in t},
     }
     graph = ConnectomeGraph(nodes=nodes, edges=edges, meta=meta)
-    folder = Path(out) if out else cache.dir / "graph"
+    folder = Path(out) if out else graph_folder(source, cache_root)
     t0 = time.perf_counter()
     _ = graph.type_graph
     timings["type_graph_s"] = time.perf_counter() - t0
@@ -134,21 +112,24 @@ def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, engin
 def build_default_graph(cache_root: str | Path = DEFAULT_CACHE, seed: int = 0,
                         progress: bool = False, source: str = "column") -> ConnectomeGraph:
     """The default graph, loaded if built, else built now: ``source="column"`` the bundled real
-    MICrONS V1 column (``seed`` unused), ``"surrogate"`` the surrogate column of ``seed``."""
-    if source == "column":
-        from .sources.column import ColumnSource
-
-        src: Source = ColumnSource()
-    elif source == "surrogate":
-        from .sources.surrogate import SurrogateSource
-
-        src = SurrogateSource(seed=seed)
-    else:
-        raise ValueError(f"default graph source {source!r}: use column or surrogate")
-    folder = Path(cache_root) / src.namespace / f"v{src.version}" / "graph"
-    if (folder / "nodes.parquet").exists():
+    MICrONS V1 column (``seed`` unused), ``"surrogate"`` the surrogate column of ``seed`` (the
+    :data:`DEFAULT_SOURCES`, which need no input). A built graph that fails
+    :func:`~connectomics.graph.load_graph`'s checks is rebuilt (with its tables)."""
+    if source not in DEFAULT_SOURCES:
+        raise ValueError(f"default graph source {source!r}: use {' or '.join(DEFAULT_SOURCES)}")
+    src = make_source(source, seed=seed)
+    folder = graph_folder(src, cache_root)
+    if not (folder / "nodes.parquet").exists():
+        return build_graph(src, cache_root, progress=progress).graph
+    try:
         return load_graph(folder)
-    return build_graph(src, cache_root, progress=progress).graph
+    except CacheError as e:
+        logger.warning("%s; rebuilding the default graph", e)
+    try:
+        return build_graph(src, cache_root, progress=progress).graph
+    except CacheError as e:   # its tables are damaged too: offline and deterministic, made again
+        logger.warning("%s; making the default graph's tables again", e)
+        return build_graph(src, cache_root, progress=progress, refresh=True).graph
 
 
 def summary(graph: ConnectomeGraph) -> str:

@@ -130,14 +130,21 @@ class TableCache:
         return self.dir / MANIFEST
 
     def manifest(self) -> dict[str, dict]:
+        """The manifest's entries; one that is not JSON, or not an object of entry objects, is a
+        :class:`CacheError` naming the file."""
         if not self.manifest_path.exists():
             return {}
         try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as e:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CacheError(
                 f"{self.manifest_path}: corrupt manifest ({e}); run again with --refresh to rebuild it"
             ) from None
+        if not isinstance(manifest, dict) or not all(isinstance(e, dict) for e in manifest.values()):
+            raise CacheError(
+                f"{self.manifest_path}: not a manifest (a JSON object of table entries); run again "
+                "with --refresh to rebuild it")
+        return manifest
 
     def update_manifest(self, entries: Mapping[str, dict | None]) -> None:
         """Set (or, for None, remove) manifest entries, rewriting the manifest atomically."""
@@ -148,9 +155,6 @@ class TableCache:
             else:
                 m[key] = entry
         write_json_atomic(self.manifest_path, m)
-
-    def _update_manifest(self, key: str, entry: dict | None) -> None:
-        self.update_manifest({key: entry})
 
     # -- tables -----------------------------------------------------------------------------
     def path(self, table: str) -> Path:
@@ -170,7 +174,7 @@ class TableCache:
             validate(df, table, origin=f"{source} {table}")
         path = self.path(table)
         write_parquet_atomic(df, path)
-        self._update_manifest(table, {
+        self.update_manifest({table: {
             "file": path.name,
             "source": source,
             "datastack": datastack or self.namespace,
@@ -181,7 +185,7 @@ class TableCache:
             "sha256": sha256_of(path),
             "caveclient_version": _caveclient_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        }})
         return path
 
     def read(self, table: str, columns: list[str] | None = None, verify: bool = True) -> pd.DataFrame:
@@ -222,7 +226,7 @@ class TableCache:
     def drop(self, table: str) -> None:
         self.path(table).unlink(missing_ok=True)
         self.parts(table).clear()
-        self._update_manifest(table, None)
+        self.update_manifest({table: None})
 
     # -- partitioned tables -------------------------------------------------------------------
     def partition_path(self, table: str, b: int) -> Path:

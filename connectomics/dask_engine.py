@@ -21,7 +21,7 @@ cell-type/layer graph is computed from them by :func:`connectomics.graph.type_gr
 The whole build (tables -> cells -> graphs on disk) is :func:`connectomics.build.build_graph`
 with ``engine="local"`` or ``"dask"``, for every source: the ``volume`` source's tables are
 partitioned synapse files (generated on the Dask workers too with ``dask``), any other source's
-its single ``synapses_pni_2.parquet``. :func:`build_with_engine` is the same function.
+its single ``synapses_pni_2.parquet``.
 """
 
 from __future__ import annotations
@@ -147,13 +147,3 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process (MB)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024 if os.uname().sysname != "Darwin" else r / 2**20
-
-
-# ------------------------------------------------------------------------------------------------
-# the build
-# ------------------------------------------------------------------------------------------------
-def build_with_engine(source, cache_root: str | Path, **kw):
-    """The same as :func:`connectomics.build.build_graph` (the one build path; kept as a name)."""
-    from .build import build_graph
-
-    return build_graph(source, cache_root, **kw)

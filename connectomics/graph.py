@@ -28,14 +28,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 
-from .cache import read_parquet_checked, write_json_atomic, write_parquet_atomic
+from .atomic_io import atomic_dir, atomic_path
+from .cache import CacheError, read_parquet_checked, write_json_atomic, write_parquet_atomic
 from .stats import connection_probability, possible_pairs
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 NODE_COLUMNS: dict[str, str] = {
     "root_id": "int64", "nucleus_id": "int64", "cell_type": "object", "mtype": "object",
@@ -46,15 +50,30 @@ EDGE_COLUMNS: dict[str, str] = {
     "pre": "int64", "post": "int64", "pre_root_id": "int64", "post_root_id": "int64",
     "n_synapses": "int64", "summed_size": "float64",
 }
+#: Between the cell type and the layer of a population's name (:func:`population_key`).
+POPULATION_SEPARATOR = "|"
+META_FILE = "meta.json"
+#: What :meth:`ConnectomeGraph.save` writes into a graph folder.
+GRAPH_FILES = ("nodes.parquet", "edges.parquet", "type_nodes.parquet", "type_edges.parquet",
+               "type_graph.graphml", META_FILE)
 TYPE_EDGE_COLUMNS = (
     "pre_population", "post_population", "n_synapses", "summed_size", "connected_pairs",
     "possible_pairs", "connection_probability", "synapses_per_connection",
 )
 
 
-def population_key(cell_type: str, layer: str) -> str:
-    """Name of a (cell type, layer) population, e.g. ``"23P|L2/3"``."""
-    return f"{cell_type}|{layer}"
+def population_key(cell_type, layer):
+    """Name of a (cell type, layer) population, ``"<cell_type>|<layer>"``, e.g. ``"23P|L2/3"``.
+
+    Two labels give one name (str); two columns (Series, arrays or lists of equal length, e.g.
+    ``nodes["cell_type"], nodes["layer"]``) give the name of every row, a Series of str with the
+    first column's index.
+    """
+    if not isinstance(cell_type, (pd.Series, pd.Index, np.ndarray, list)):
+        return f"{cell_type}{POPULATION_SEPARATOR}{layer}"
+    cell_type = cell_type if isinstance(cell_type, pd.Series) else pd.Series(cell_type)
+    layer = pd.Series(np.asarray(layer, dtype=object), index=cell_type.index)
+    return cell_type.astype(str) + POPULATION_SEPARATOR + layer.astype(str)
 
 
 def population_edge_table(pop: np.ndarray, names: list[str], pre: np.ndarray, post: np.ndarray,
@@ -101,7 +120,7 @@ def type_graph_from_table(nodes: pd.DataFrame, table: pd.DataFrame) -> nx.DiGrap
 
 def node_populations(nodes: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """(population code per node, population keys) in sorted key order."""
-    keys = (nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str))
+    keys = population_key(nodes["cell_type"], nodes["layer"])
     cat = pd.Categorical(keys, categories=sorted(keys.unique()))
     return cat.codes.astype(np.int64), list(cat.categories)
 
@@ -168,7 +187,7 @@ class ConnectomeGraph:
             sel &= self.nodes["layer"].isin(list(layers)).to_numpy()
         return np.flatnonzero(sel)
 
-    def adjacency(self, weight: str | None = None) -> "scipy.sparse.csr_matrix":  # noqa: F821
+    def adjacency(self, weight: str | None = None) -> "sp.csr_matrix":
         """(n, n) CSR matrix, rows = pre, columns = post; 1 per edge or the edge's ``weight``."""
         import scipy.sparse as sp
 
@@ -225,28 +244,83 @@ class ConnectomeGraph:
 
     # -- files --------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
-        """Write the graph files (each atomically) into ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(self.nodes[list(NODE_COLUMNS)], folder / "nodes.parquet")
-        write_parquet_atomic(self.edges[list(EDGE_COLUMNS)], folder / "edges.parquet")
-        tn, te = type_tables(self.type_graph)
-        write_parquet_atomic(tn, folder / "type_nodes.parquet")
-        write_parquet_atomic(te, folder / "type_edges.parquet")
-        from .cache import atomic_path
+        """Write the graph files into ``folder``, all or nothing (:func:`~connectomics.atomic_io.atomic_dir`).
 
-        with atomic_path(folder / "type_graph.graphml") as tmp:
-            nx.write_graphml(self.type_graph, tmp)
-        write_json_atomic(folder / "meta.json", self.meta)
+        ``meta.json`` holds :attr:`meta` plus ``n_nodes``, ``n_edges`` and ``checksum``
+        (:meth:`checksum`), which :func:`load_graph` checks the files against. An existing
+        ``folder`` is replaced once the new one is complete; one holding anything but graph files
+        (and their ``plots/``) is refused, so no other file is ever deleted.
+        """
+        folder = Path(folder)
+        _check_replaceable(folder)
+        # the checksum of what load_graph reads back: the saved columns, a fresh index
+        nodes = self.nodes[list(NODE_COLUMNS)].reset_index(drop=True)
+        edges = self.edges[list(EDGE_COLUMNS)].reset_index(drop=True)
+        saved = ConnectomeGraph(nodes=nodes, edges=edges)
+        tn, te = type_tables(self.type_graph)
+        meta = {**self.meta, "n_nodes": saved.n_nodes, "n_edges": len(edges), "checksum": saved.checksum()}
+        with atomic_dir(folder) as tmp:
+            write_parquet_atomic(nodes, tmp / "nodes.parquet")
+            write_parquet_atomic(edges, tmp / "edges.parquet")
+            write_parquet_atomic(tn, tmp / "type_nodes.parquet")
+            write_parquet_atomic(te, tmp / "type_edges.parquet")
+            with atomic_path(tmp / "type_graph.graphml") as path:
+                nx.write_graphml(self.type_graph, path)
+            write_json_atomic(tmp / META_FILE, meta)
         return folder
 
 
+def _check_replaceable(folder: Path) -> None:
+    """Refuse to replace an existing ``folder`` that holds files a graph folder never has."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder}: exists and is not a folder; the graph needs a folder")
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if p.name not in GRAPH_FILES and p.name != "plots" and not p.name.startswith("."))
+    if foreign:
+        raise FileExistsError(
+            f"{folder}: holds files that are not a graph's ({', '.join(foreign[:5])}); saving the graph "
+            "replaces the whole folder: choose an empty folder or a graph folder")
+
+
+def _read_meta(folder: Path) -> dict:
+    """``meta.json`` of a graph folder ({} if absent); unreadable or not an object: CacheError."""
+    path = folder / META_FILE
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CacheError(f"{path}: not valid JSON ({e}); rebuild the graph") from None
+    if not isinstance(meta, dict):
+        raise CacheError(f"{path}: holds a JSON {type(meta).__name__}, not an object; rebuild the graph")
+    return meta
+
+
 def load_graph(folder: str | Path) -> ConnectomeGraph:
-    """Load what :meth:`ConnectomeGraph.save` (``python -m pipelines.build_graph``) wrote."""
+    """Load what :meth:`ConnectomeGraph.save` (``python -m pipelines.build_graph``) wrote.
+
+    The node and edge counts and the checksum are checked against ``meta.json`` where it records
+    them (folders saved before it did still load): files of two graphs in one folder, or a file
+    changed after the save, raise :class:`~connectomics.cache.CacheError` naming the folder.
+    """
     folder = Path(folder)
     if not (folder / "nodes.parquet").exists():
         raise FileNotFoundError(f"{folder}: no nodes.parquet (run `python -m pipelines.build_graph`)")
+    meta = _read_meta(folder)   # first: files replaced after it disagree with it
     nodes = read_parquet_checked(folder / "nodes.parquet")
     edges = read_parquet_checked(folder / "edges.parquet")
-    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
-    return ConnectomeGraph(nodes=nodes, edges=edges, meta=meta)
+    for key, what, n in (("n_nodes", "nodes", len(nodes)), ("n_edges", "edges", len(edges))):
+        if key in meta and meta[key] != n:
+            raise CacheError(f"{folder}: {n} {what} in the files, {META_FILE} says {meta[key]}: the folder "
+                             "mixes files of two graphs; rebuild it")
+    try:
+        graph = ConnectomeGraph(nodes=nodes, edges=edges, meta=meta)
+    except ValueError as e:
+        raise CacheError(f"{folder}: not a valid graph ({e}); rebuild it") from None
+    if "checksum" in meta and graph.checksum() != meta["checksum"]:
+        raise CacheError(f"{folder}: checksum {graph.checksum()[:12]} of the node and edge files does not "
+                         f"match {META_FILE} ({str(meta['checksum'])[:12]}): a file was changed or "
+                         "comes from another graph; rebuild it")
+    return graph

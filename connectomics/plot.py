@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
 from . import stats
+from .graph import population_key
 from .layers import LayerBounds
 from .stats import layer_rank, layers_present, type_rank
 
@@ -339,7 +340,7 @@ def _group_values(graph: "ConnectomeGraph", by: str | None) -> tuple[np.ndarray,
     if by is None:
         return np.full(len(nodes), "all", dtype=object), ["all"]
     if by == "population":
-        g = (nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str)).to_numpy()
+        g = population_key(nodes["cell_type"], nodes["layer"]).to_numpy()
         return g, stats.population_order(graph, "ei")
     if by not in nodes.columns:
         raise ValueError(f"by={by!r}: use a node column (cell_type, layer, ei, mtype), "

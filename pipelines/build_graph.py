@@ -8,8 +8,9 @@
     python -m pipelines.build_graph --source volume --cells CELLS.csv --engine dask [--scheduler ADDRESS]
 
 Writes the Parquet cache (``--cache_root``, default ``data_cache``) with its manifest, the graph files
-(``<cache>/<namespace>/v<version>/graph/`` or ``--out``) and prints a summary. Any error exits
-non-zero with one line on stderr. ``--engine dask`` aggregates (and, for ``volume``, generates) the
+(``<cache>/<namespace>/v<version>/graph/`` or ``--out``) and prints a summary. A user error (a bad
+option or file, a damaged cache, a source that cannot deliver) is one line on stderr and exit
+status 2 (:func:`pipelines.errors.run_cli`); ``--debug`` shows its traceback. ``--engine dask`` aggregates (and, for ``volume``, generates) the
 synapses on a Dask cluster: a 2-worker ``LocalCluster`` here, or the one at ``--scheduler ADDRESS``
 (see :mod:`connectomics.dask_engine`).
 """
@@ -20,8 +21,12 @@ import argparse
 import sys
 import time
 
+from .errors import UserError, run_cli
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from connectomics.sources import SOURCES
+
     p = argparse.ArgumentParser(prog="python -m pipelines.build_graph", description=__doc__.split("\n")[0])
     p.add_argument("--source", nargs="+", default=["column"], metavar="KIND [PATH]",
                    help="column (default: the bundled real MICrONS V1 column) | surrogate | cave | "
@@ -50,10 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep cell-type labels that are no MICrONS label as their own types (default: error)")
     p.add_argument("--plots", action="store_true", help="also write PNG plots of the graph")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
     kind = args.source[0]
-    if kind not in ("column", "surrogate", "cave", "snapshot", "volume"):
-        p.error(f"--source: unknown kind {kind!r} (column, surrogate, cave, snapshot PATH, volume)")
+    if kind not in SOURCES:
+        p.error(f"--source: unknown kind {kind!r} ({', '.join(SOURCES)}; snapshot with a PATH)")
     if kind == "volume" and not args.cells:
         p.error("--source volume needs --cells TABLE")
     if args.cells and kind != "volume":
@@ -81,8 +87,16 @@ def _close_progress_bars() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_cli("build_graph", lambda: _build(args), debug=args.debug)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from connectomics.cache import CacheError
+    from connectomics.sources.base import SourceError
+
     try:
-        from connectomics.build import build_graph, make_source, summary
+        from connectomics.build import build_graph, summary
+        from connectomics.sources import make_source
 
         t0 = time.perf_counter()
         source = make_source(args.kind, path=args.path, version=args.version, seed=args.seed,
@@ -104,10 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print("build_graph: interrupted (finished batches are kept and resumed next run)", file=sys.stderr)
         return 130
-    except Exception as e:  # one clear line, no traceback
+    except (SourceError, CacheError) as e:  # a source or cache the user must fix or pull again
         _close_progress_bars()
-        print(f"build_graph: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        if args.debug:
+            raise
+        raise UserError(str(e)) from e
+    except BaseException:
+        _close_progress_bars()
+        raise
 
 
 if __name__ == "__main__":

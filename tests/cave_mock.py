@@ -1,16 +1,24 @@
 """A fake CAVE materialization server for tests (``FakeCave``) and the rows it serves.
 
-It answers the real caveclient requests, mocked with ``responses``: query POSTs with Arrow IPC
-stream bodies (``Content-Type: data.arrow``, as caveclient's ``deserialize_query_response``
-expects), table-metadata GETs, the server's row cap with its ``Warning: 201 - "Limited query to N
-rows`` header, and scripted failures (HTTP errors, timeouts, a kill) by query number.
-Used by ``test_cave_source.py`` and ``test_column_cave.py``.
+It answers the real caveclient requests, mocked with ``responses`` (:meth:`FakeCave.install`) or
+over a real socket (:func:`serve`, where timeouts are real): query POSTs with Arrow IPC stream
+bodies (``Content-Type: data.arrow``, as caveclient's ``deserialize_query_response`` expects),
+table-metadata and row-count GETs, the server's row cap with its ``Warning: 201 - "Limited query
+to N rows`` header, and scripted failures (HTTP errors, timeouts, a hang, a kill) by query number.
+Like the real engine it applies ``offset``/``limit`` with no ORDER BY: ``shuffle`` serves rows in
+another order on each request; ``ignore_offset`` and ``ignore_ranges`` imitate a proxy that drops
+those parameters. Used by ``test_cave_source.py`` and ``test_column_cave.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import re
+import threading
+from types import SimpleNamespace
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,11 +37,24 @@ MOCK_TOKEN = "just_a_test"  # the token CAVEclientMock builds its client with
 MAT = f"{TEST_LOCAL_SERVER}/materialize/api/v3/datastack/{DATASTACK}/version/(?P<version>\\d+)"
 QUERY_URL = re.compile(MAT + r"(/table/(?P<table>[^/]+))?/query")
 META_URL = re.compile(MAT + r"/table/(?P<table>[^/]+)/metadata")
+COUNT_URL = re.compile(f"{TEST_LOCAL_SERVER}/materialize/api/v2/datastack/{DATASTACK}/version/(?P<version>\\d+)"
+                       r"/table/(?P<table>[^/]+)/count")
 ROOT0 = 864691135_000_000_000
 
 
 class Killed(BaseException):
     """Stands for the process being killed mid-pull (not an Exception: nothing may swallow it)."""
+
+
+class Hang:
+    """A scripted failure: the server answers only after ``seconds`` (over a socket: a timeout)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class RunawayPull(AssertionError):
+    """The client sent more queries than the pull can need: it would never stop."""
 
 
 def arrow_body(df: pd.DataFrame) -> bytes:
@@ -122,26 +143,42 @@ def expected_synapses(world: dict[str, pd.DataFrame], roots: np.ndarray) -> pd.D
     return out.astype(SCHEMAS[SYNAPSE_TABLE])
 
 
+#: filter dict of the query body -> the comparison it asks for
+RANGE_FILTERS = {"filter_greater_dict": "gt", "filter_less_dict": "lt",
+                 "filter_greater_equal_dict": "ge", "filter_less_equal_dict": "le"}
+
+
 class FakeCave:
     """A materialization engine over ``world``: filters, row cap, scripted failures.
 
-    ``failures[n]`` (n counts query POSTs from 0) is an exception to raise or a
-    ``(status, headers, body)`` to answer instead of the data.
+    ``failures[n]`` (n counts query POSTs from 0) is an exception to raise, a :class:`Hang`, or a
+    ``(status, headers, body)`` to answer instead of the data. ``shuffle``: rows come back in a
+    new order on each request (the engine has no ORDER BY), before ``offset``/``limit`` and the
+    cap are applied. ``ignore_offset`` / ``ignore_ranges``: ``offset`` / the greater/less filters
+    are dropped, as by a proxy. More than ``max_queries`` queries raise :class:`RunawayPull`.
     """
 
     def __init__(self, world: dict[str, pd.DataFrame], cap: int | None = None,
-                 cap_header: bool = True) -> None:
+                 cap_header: bool = True, shuffle: bool = False, ignore_offset: bool = False,
+                 ignore_ranges: bool = False, max_queries: int = 2000, seed: int = 0) -> None:
         self.world = world
         self.cap = cap
         self.cap_header = cap_header
+        self.shuffle = shuffle
+        self.ignore_offset = ignore_offset
+        self.ignore_ranges = ignore_ranges
+        self.max_queries = max_queries
+        self.rng = np.random.default_rng(seed)
         self.failures: dict[int, object] = {}
         self.n_queries = 0
+        self.n_counts = 0
         self.answered: list[dict] = []  # queries answered with data
         self.timeouts: list[object] = []  # the timeout each query request carried
 
     def install(self, rsps: responses.RequestsMock) -> "FakeCave":
         rsps.add_callback(responses.POST, QUERY_URL, callback=self.on_query)
         rsps.add_callback(responses.GET, META_URL, callback=self.on_metadata)
+        rsps.add_callback(responses.GET, COUNT_URL, callback=self.on_count)
         return self
 
     def on_metadata(self, request) -> tuple[int, dict, str]:
@@ -151,14 +188,23 @@ class FakeCave:
               "voxel_resolution_x": 4.0, "voxel_resolution_y": 4.0, "voxel_resolution_z": 40.0}
         return 200, {"Content-Type": "application/json"}, json.dumps(md)
 
+    def on_count(self, request) -> tuple[int, dict, str]:
+        self.n_counts += 1
+        table = COUNT_URL.match(request.url).group("table")
+        return 200, {"Content-Type": "application/json"}, json.dumps(len(self.world[table]))
+
     def on_query(self, request) -> tuple[int, dict, bytes]:
         n = self.n_queries
         self.n_queries += 1
+        if self.n_queries > self.max_queries:
+            raise RunawayPull(f"{self.n_queries} queries: the pull makes no progress")
         self.timeouts.append(request.req_kwargs.get("timeout"))
         failure = self.failures.get(n)
         if isinstance(failure, BaseException):
             raise failure
-        if failure is not None:
+        if isinstance(failure, Hang):
+            threading.Event().wait(failure.seconds)
+        elif failure is not None:
             return failure
         m = QUERY_URL.match(request.url)
         body = json.loads(request.body)
@@ -171,7 +217,13 @@ class FakeCave:
             df = df[df[col].isin(vals)]
         for col, val in (body.get("filter_equal_dict") or {}).get(table, {}).items():
             df = df[df[col] == val]
-        offset = int(body.get("offset") or 0)
+        for key, op in RANGE_FILTERS.items():
+            for col, val in (body.get(key) or {}).get(table, {}).items():
+                if not self.ignore_ranges:
+                    df = df[getattr(df[col], op)(val)]
+        if self.shuffle:
+            df = df.iloc[self.rng.permutation(len(df))]
+        offset = 0 if self.ignore_offset else int(body.get("offset") or 0)
         limit = body.get("limit")
         df = df.iloc[offset: None if limit is None else offset + int(limit)]
         headers = {"Content-Type": "data.arrow", "dataframe_resolution": "1, 1, 1"}
@@ -179,7 +231,49 @@ class FakeCave:
             df = df.iloc[: self.cap]
             if self.cap_header:
                 headers["Warning"] = f'201 - "Limited query to {self.cap} rows'
-        self.answered.append({"table": table, "filters": body.get("filter_in_dict"), "rows": len(df)})
+        self.answered.append({"table": table, "filters": body.get("filter_in_dict"), "rows": len(df),
+                              "ids": df["id"].tolist()})
         return 200, headers, arrow_body(df.reset_index(drop=True))
 
 
+@contextlib.contextmanager
+def serve(fake: FakeCave) -> Iterator[str]:
+    """``fake`` on a real HTTP server at 127.0.0.1 (yields its address, e.g. for
+    ``CAVEclientMock(local_server=...)``): requests really time out against a :class:`Hang`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self, route) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = SimpleNamespace(url=TEST_LOCAL_SERVER + self.path, req_kwargs={},
+                                      body=self.rfile.read(length) if length else None)
+            status, headers, body = route(request)
+            data = body.encode() if isinstance(body, str) else body
+            try:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up waiting (its timeout) and closed the connection
+                pass
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self._answer(fake.on_query)
+
+        def do_GET(self) -> None:  # noqa: N802
+            url = TEST_LOCAL_SERVER + self.path.split("?")[0]
+            self._answer(fake.on_count if COUNT_URL.match(url) else fake.on_metadata)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -47,3 +47,51 @@ def test_sha256_of_reads_in_chunks(tmp_path):
     (tmp_path / "f").write_bytes(data)
     assert sha256_of(tmp_path / "f", chunk=1024) == hashlib.sha256(data).hexdigest()
 
+
+def test_cache_still_exports_the_helpers():
+    import connectomics.cache as cache
+
+    assert cache.atomic_path is atomic_path and cache.sha256_of is sha256_of
+
+
+def test_atomic_dir_with_writers_and_readers_at_the_same_time(tmp_path):
+    """Threads replacing one folder at once (as two runs building one default graph do): every
+    replacement succeeds, a reader finds the files of one writer together, never a mix."""
+    import threading
+
+    from connectomics.atomic_io import atomic_dir
+
+    target = tmp_path / "graph"
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(40):
+                with atomic_dir(target) as tmp:
+                    (tmp / "a").write_text(f"{k}-{i}")
+                    (tmp / "b").write_text(f"{k}-{i}")
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                a, b, again = (target / "a").read_text(), (target / "b").read_text(), (target / "a").read_text()
+            except FileNotFoundError:
+                continue   # between a swap's two renames, or before the first
+            if a != b and again == a:   # a mix, not a swap between the reads (every write is unique)
+                errors.append(AssertionError(f"mixed folder: {a} / {b}"))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+    read = threading.Thread(target=reader)
+    read.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    read.join()
+    assert not errors, errors[:3]
+    assert (target / "a").read_text() == (target / "b").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph"]

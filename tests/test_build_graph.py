@@ -12,7 +12,9 @@ import pytest
 
 from connectomics import load_graph
 from connectomics.build import build_graph, make_source
-from connectomics.schema import COLUMN_TABLES, SYNAPSE_TABLE
+from connectomics.schema import COLUMN_TABLE, COLUMN_TABLES, SYNAPSE_TABLE
+from connectomics.sources.base import SourceError
+from connectomics.sources.snapshot import SnapshotSource
 from connectomics.sources.surrogate import SurrogateSource
 from pipelines import build_graph as cli
 
@@ -93,16 +95,18 @@ def test_snapshot_bad_file_names_file_and_row(tmp_path):
     df.loc[5, "pt_root_id"] = "oops"
     df.to_csv(snap / f"{COLUMN_TABLES[0]}.csv", index=False)
     code = cli.main(["--source", "snapshot", str(snap), "--cache", str(tmp_path / "c"), "--quiet"])
-    assert code == 1
+    assert code == 2
     assert not list((tmp_path / "c").rglob(f"{COLUMN_TABLES[0]}.parquet"))
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert cli.main(["--source", "snapshot", str(tmp_path / "missing"), "--cache", str(tmp_path)]) == 1
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
+    assert cli.main(["--source", "snapshot", str(tmp_path / "missing"), "--cache", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "is not a folder" in err
+    assert err.count("\n") == 0 and "is not a folder" in err and err.startswith("build_graph: error: ")
     with pytest.raises(SystemExit):
         cli.main(["--source", "snapshot"])
+    with pytest.raises(SourceError, match="is not a folder"):   # --debug: the traceback
+        cli.main(["--source", "snapshot", str(tmp_path / "missing"), "--cache", str(tmp_path), "--debug"])
 
 
 # -- issue 12: real-shaped snapshots and CLI errors --------------------------------------------
@@ -172,7 +176,7 @@ def test_snapshot_reads_dataframe_resolution_from_parquet(tmp_path, surrogate_gr
 def test_snapshot_unit_mistake_is_refused(tmp_path, capsys, nm, flag, hint):
     snap = tmp_path / "snap"
     write_snapshot(snap, nm=nm, fmt="csv")  # CSV: no metadata to say the unit
-    assert cli.main(snapshot_cli(snap, tmp_path / "c", *flag)) == 1
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", *flag)) == 2
     err = capsys.readouterr().err
     assert "outside the volume" in err and hint in err and COLUMN_TABLES[0] in err
     fixed = ["--resolution", "1", "1", "1"] if nm else []
@@ -202,13 +206,13 @@ def test_empty_inputs_name_the_table_and_file(tmp_path, capsys):
     tables = write_snapshot(snap)
     syn_file = snap / f"{SYNAPSE_TABLE}.parquet"
     tables[SYNAPSE_TABLE].iloc[:0].to_parquet(syn_file, index=False)
-    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 1
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
     err = capsys.readouterr().err
     assert SYNAPSE_TABLE in err and str(syn_file) in err and "no rows" in err  # today: No objects to concatenate
     proof = snap / "proofreading_status_and_strategy.parquet"
     proof.unlink()
     (snap / "proofreading_status_and_strategy.csv").write_bytes(b"")
-    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 1
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
     err = capsys.readouterr().err
     assert "proofreading_status_and_strategy.csv" in err and "empty" in err  # today: EmptyDataError
 
@@ -219,7 +223,7 @@ def test_refresh_recovers_from_a_corrupt_manifest(tmp_path, capsys):
     assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 0
     manifest = next((tmp_path / "c").rglob("manifest.json"))
     manifest.write_text('{"synapses_pni_2": ')  # truncated
-    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 1
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
     assert "--refresh" in capsys.readouterr().err
     assert cli.main(snapshot_cli(snap, tmp_path / "c", "--refresh")) == 0  # today: the same CacheError
     assert set(json.loads(manifest.read_text())) == set(COLUMN_TABLES)
@@ -236,9 +240,106 @@ def test_error_line_starts_on_a_fresh_line_after_a_progress_bar(tmp_path, capsys
         raise SourceError("server went away")
 
     monkeypatch.setattr(SurrogateSource, "fetch_synapses", failing)
-    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path)]) == 1  # progress bars on
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path)]) == 2  # progress bars on
     err = capsys.readouterr().err
     assert "synapses" in err  # the bar was drawn
     line = next(seg for seg in err.split("\n") if "server went away" in seg)
-    assert line.startswith("build_graph: error: SourceError: server went away")
+    assert line.startswith("build_graph: error: server went away")
 
+
+
+# -- bad inputs: refused naming what is wrong, exit status 2 -------------------------------------
+@pytest.mark.parametrize("resolution", [["-4", "4", "40"], ["4", "0", "40"], ["4", "4", "nan"]])
+def test_a_resolution_that_is_not_positive_is_refused(tmp_path, capsys, resolution):
+    snap = tmp_path / "snap"
+    write_snapshot(snap, fmt="csv")
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", "--resolution", *resolution)) == 2   # today: 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--resolution" in err and "must be positive" in err
+    with pytest.raises(SourceError, match="must be positive"):
+        SnapshotSource(snap, resolution_nm=[float(r) for r in resolution])
+
+
+def test_synapse_positions_are_unit_checked_like_soma_positions(tmp_path, capsys):
+    """Cell tables saved with their dataframe_resolution, synapse parts in nm without it: read as
+    4 x 4 x 40 nm voxels they would be cached 4 and 40 times too large."""
+    snap = tmp_path / "snap"
+    tables = write_snapshot(snap, nm=True, attrs=True)
+    syn = tables[SYNAPSE_TABLE].copy()
+    syn.attrs = {}
+    (snap / f"{SYNAPSE_TABLE}.parquet").unlink()
+    (snap / SYNAPSE_TABLE).mkdir()
+    syn.iloc[:50].to_parquet(snap / SYNAPSE_TABLE / "part-0.parquet", index=False)
+    syn.iloc[50:].to_parquet(snap / SYNAPSE_TABLE / "part-1.parquet", index=False)
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2                                   # today: 0
+    err = capsys.readouterr().err
+    assert "part-0.parquet" in err and "ctr_pt_position" in err and "look like nm" in err
+    assert not list((tmp_path / "c").rglob(f"{SYNAPSE_TABLE}.parquet"))
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", "--resolution", "1", "1", "1")) == 0
+
+
+@pytest.mark.parametrize("value", [np.nan, "abc"])
+def test_a_missing_soma_position_names_the_row_not_the_unit(tmp_path, capsys, value):
+    snap = tmp_path / "snap"
+    write_snapshot(snap, fmt="csv")
+    path = snap / f"{COLUMN_TABLE}.csv"
+    df = pd.read_csv(path)
+    df["pt_position_y"] = df["pt_position_y"].astype(object)
+    df.loc[17, "pt_position_y"] = value
+    df.to_csv(path, index=False)
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "row 17" in err and "pt_position" in err
+    assert "outside the volume" not in err                                                    # today: it is
+
+
+@pytest.mark.parametrize("text", ["[]", '{"synapses_pni_2": 5}', '"manifest"'])
+def test_a_manifest_of_the_wrong_shape_names_the_file(tmp_path, capsys, text):
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 0
+    manifest = tmp_path / "surrogate" / "v0" / "manifest.json"
+    manifest.write_text(text)
+    capsys.readouterr()
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 2       # today: 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(manifest) in err and "--refresh" in err
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet", "--refresh"]) == 0
+
+
+def test_a_tampered_cache_file_is_a_user_error(tmp_path, capsys):
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 0
+    table = tmp_path / "surrogate" / "v0" / f"{COLUMN_TABLE}.parquet"
+    SurrogateSource(1).fetch_table(COLUMN_TABLE, progress=False).to_parquet(table, index=False)
+    capsys.readouterr()
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 2       # today: 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(table) in err and "checksum" in err
+
+
+# -- the sources by name -------------------------------------------------------------------------
+def test_every_source_is_made_by_name_from_one_registry(tmp_path):
+    from connectomics.build import DEFAULT_SOURCES, build_default_graph, graph_folder
+    from connectomics.sources import SOURCES, make_source
+    from connectomics.sources.volume import synthetic_cell_table
+
+    assert list(SOURCES) == ["column", "surrogate", "cave", "snapshot", "volume"]
+    (tmp_path / "snap").mkdir()
+    synthetic_cell_table(50).to_csv(tmp_path / "cells.csv", index=False)
+    options = {"column": {}, "surrogate": {"seed": 2}, "cave": {"version": 943},
+               "snapshot": {"path": str(tmp_path / "snap"), "version": 7},
+               "volume": {"path": str(tmp_path / "cells.csv"), "fraction": 0.5}}
+    made = {kind: make_source(kind, **kw) for kind, kw in options.items()}
+    assert {kind: s.kind for kind, s in made.items()} == {kind: kind for kind in SOURCES}
+    assert (made["surrogate"].seed, made["cave"].version, made["snapshot"].version) == (2, 943, 7)
+    assert made["volume"].fraction == 0.5
+    with pytest.raises(ValueError, match="unknown source 'x': use column, surrogate, cave, snapshot, volume"):
+        make_source("x")
+    with pytest.raises(ValueError, match="needs a PATH"):
+        make_source("snapshot")
+    with pytest.raises(ValueError, match="--resolution is for --source snapshot"):
+        make_source("column", resolution_nm=(1, 1, 1))
+    # the default graph: the same sources, the same folder as build_graph's
+    assert DEFAULT_SOURCES == ("column", "surrogate")
+    g = build_default_graph(tmp_path / "cache", seed=2, source="surrogate")
+    assert load_graph(graph_folder(made["surrogate"], tmp_path / "cache")).checksum() == g.checksum()
+    with pytest.raises(ValueError, match="use column or surrogate"):
+        build_default_graph(tmp_path / "cache", source="cave")

@@ -2,9 +2,11 @@
 
 The fake server (``FakeCave``) answers the real caveclient requests, mocked with ``responses``:
 query POSTs with Arrow IPC stream bodies (``Content-Type: data.arrow``, as caveclient's
-``deserialize_query_response`` expects), table-metadata GETs, the server's row cap with its
-``Warning: 201 - "Limited query to N rows`` header, and scripted failures (HTTP errors, timeouts,
-a kill) by query number. No sleeping: the backoff waits are recorded instead.
+``deserialize_query_response`` expects), table-metadata and row-count GETs, the server's row cap
+with its ``Warning: 201 - "Limited query to N rows`` header, pages in a new order on each request,
+and scripted failures (HTTP errors, timeouts, a kill) by query number. Retries are caveclient's
+(urllib3's ``Retry``; ``responses`` replays them for HTTP statuses); timeouts are exercised over a
+real socket (``serve``). No sleeping: urllib3's waits are recorded instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import pandas as pd
 import pytest
 import requests
 import responses
+import urllib3
+import caveclient.base as cave_base
+from caveclient import get_session_defaults
 from caveclient.tools.testing import CAVEclientMock
 
 import connectomics.sources.cave as cave
@@ -31,25 +36,64 @@ from connectomics.sources.base import SourceError
 from connectomics.sources.cave import CaveSource
 
 from tests.cave_mock import (  # noqa: E402
-    DATASTACK, MOCK_TOKEN, VERSION, FakeCave, Killed, expected_synapses, make_world,
+    DATASTACK, MOCK_TOKEN, VERSION, FakeCave, Hang, Killed, expected_synapses, make_world,
+    serve,
 )
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def sleeps(monkeypatch) -> list[float]:
-    """Backoff waits, recorded instead of slept."""
+    """urllib3's waits between retries, recorded instead of slept."""
     waits: list[float] = []
-    monkeypatch.setattr(cave, "_sleep", waits.append)
+    monkeypatch.setattr(urllib3.util.retry.time, "sleep", waits.append)
     return waits
+
+
+def mock_client(local_server: str | None = None):
+    kw = {"local_server": local_server} if local_server else {}
+    return CAVEclientMock(datastack_name=DATASTACK, materialization=True,
+                          available_materialization_versions=[VERSION], set_version=VERSION, **kw)
 
 
 @pytest.fixture
 def client():
-    return CAVEclientMock(
-        datastack_name=DATASTACK, materialization=True,
-        available_materialization_versions=[VERSION], set_version=VERSION,
-    )
+    return mock_client()
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """The source builds its own client, as it builds a ``CAVEclient`` in use: ``builds(url)``
+    makes it a ``CAVEclientMock`` (on the fake server at ``url``, default the mocked one);
+    records caveclient's session defaults at the time."""
+    seen: list[dict] = []
+
+    def install(local_server: str | None = None) -> list[dict]:
+        def build(datastack_name, **kw):
+            from caveclient import get_session_defaults
+
+            seen.append(dict(get_session_defaults()))
+            return mock_client(local_server)
+
+        monkeypatch.setattr("caveclient.CAVEclient", build)
+        return seen
+
+    return install
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, str, object]]:
+    """(method, url, timeout) of every request that reached a ``responses`` mock, those made
+    while a client is built included."""
+    calls: list[tuple[str, str, object]] = []
+    original = responses.RequestsMock._on_request
+
+    def spy(self, adapter, request, **kwargs):
+        calls.append((request.method, request.url, kwargs.get("timeout")))
+        return original(self, adapter, request, **kwargs)
+
+    monkeypatch.setattr(responses.RequestsMock, "_on_request", spy)
+    return calls
 
 
 @pytest.fixture
@@ -59,7 +103,10 @@ def rsps():
 
 
 def source(client, **kw) -> CaveSource:
+    """A source on ``client``; None: the source builds one itself (see ``builds``)."""
     kw = {"batch_size": 4, "timeout_s": 7.0, "max_retries": 3, "backoff_s": 0.25, **kw}
+    if client is None:
+        return CaveSource(DATASTACK, VERSION, auth_token=MOCK_TOKEN, **kw)
     return CaveSource(DATASTACK, VERSION, client=client, **kw)
 
 
@@ -153,14 +200,67 @@ def test_cap_without_header_detected_by_known_row_limit(client, rsps):
     pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
 
 
-@pytest.mark.parametrize("n_rows, cap", [(10, 5), (6, 6), (11, 4)])
-def test_capped_unfiltered_table_is_read_in_pages(client, rsps, n_rows, cap):
-    """No filter left to split: page with offsets (issue 12.7) instead of aborting."""
+@pytest.mark.parametrize("n_rows, cap", [(10, 5), (6, 6), (11, 4), (40, 3)])
+def test_capped_unfiltered_table_is_read_by_id_ranges(client, rsps, n_rows, cap):
+    """No filter left to split, and a server that pages in no stable order: id ranges, then the
+    server's count, never offset pages (which overlap and lose rows)."""
     world = make_world(n_cells=n_rows)
-    fake = FakeCave(world, cap=cap).install(rsps)
+    fake = FakeCave(world, cap=cap, shuffle=True).install(rsps)
     got = source(client).fetch_table(NUCLEUS_TABLE, progress=False)
-    assert got["id"].tolist() == sorted(world[NUCLEUS_TABLE]["id"])
-    assert fake.n_queries == n_rows // cap + 1  # full pages, then one short (maybe empty) page
+    assert got["id"].tolist() == sorted(world[NUCLEUS_TABLE]["id"])   # today: rows lost
+    assert fake.n_counts == 1
+    assert all(q["rows"] <= cap for q in fake.answered)
+
+
+def test_capped_single_filter_value_is_read_by_id_ranges(client, rsps):
+    world = make_world(n_cells=10, n_column=6)
+    proof = world[PROOFREADING_TABLE]
+    world[PROOFREADING_TABLE] = pd.concat([proof] + [proof.iloc[:1].assign(id=1000 + i) for i in range(12)],
+                                          ignore_index=True)   # one root proofread 13 times
+    FakeCave(world, cap=5, shuffle=True).install(rsps)
+    root = int(proof["pt_root_id"].iloc[0])
+    got = source(client).fetch_table(PROOFREADING_TABLE, filter_in={"pt_root_id": [root]}, progress=False)
+    assert got["id"].tolist() == [1] + [1000 + i for i in range(12)]
+
+
+def test_column_pull_from_a_server_that_shuffles_and_ignores_offset(client, rsps, tmp_path):
+    """The column table capped, pages in another order each time, offset dropped by a proxy:
+    the pull is complete (today: cells lost, or a pull that never ends)."""
+    world = make_world(n_cells=40, n_column=31, n_syn=150)
+    fake = FakeCave(world, cap=7, shuffle=True, ignore_offset=True, max_queries=400).install(rsps)
+    tables = pull_column_tables(source(client, batch_size=8), TableCache(tmp_path, DATASTACK, VERSION),
+                                progress=False)
+    roots = column_roots(world)
+    assert sorted(tables[COLUMN_TABLE]["pt_root_id"]) == sorted(roots)
+    pd.testing.assert_frame_equal(tables[SYNAPSE_TABLE], expected_synapses(world, roots))
+    assert fake.n_queries < 150
+
+
+def test_a_server_ignoring_the_id_ranges_stops_the_pull_naming_the_table(client, rsps, tmp_path):
+    world = make_world(n_cells=30)
+    fake = FakeCave(world, cap=4, ignore_ranges=True, ignore_offset=True, max_queries=50).install(rsps)
+    cache = TableCache(tmp_path, DATASTACK, VERSION)
+    with pytest.raises(SourceError, match=f"{NUCLEUS_TABLE}: .*ignores the id range.*no progress"):
+        source(client).fetch_table(NUCLEUS_TABLE, progress=False)   # today: RunawayPull
+    assert fake.n_queries <= 3
+    assert not cache.dir.exists()
+
+
+def test_a_silent_cap_is_caught_by_the_server_count(client, rsps, tmp_path):
+    """No header, no known limit: the truncated table is refused, not cached (today: 6 of 10 rows)."""
+    world = make_world(n_cells=10)
+    FakeCave(world, cap=6, cap_header=False).install(rsps)
+    with pytest.raises(SourceError, match=f"{NUCLEUS_TABLE}: the server counts 10 rows .* got 6"):
+        source(client).fetch_table(NUCLEUS_TABLE, progress=False)
+
+
+def test_an_id_served_twice_is_an_error_not_dropped(client, rsps):
+    world = make_world(n_cells=8)
+    nuc = world[NUCLEUS_TABLE]
+    world[NUCLEUS_TABLE] = pd.concat([nuc, nuc.iloc[[3]]], ignore_index=True)
+    FakeCave(world).install(rsps)
+    with pytest.raises(SourceError, match=f"{NUCLEUS_TABLE}: the server returned id {nuc['id'][3]} twice"):
+        source(client).fetch_table(NUCLEUS_TABLE, progress=False)
 
 
 def test_column_table_exactly_at_the_cap_is_complete(client, rsps, tmp_path):
@@ -171,60 +271,101 @@ def test_column_table_exactly_at_the_cap_is_complete(client, rsps, tmp_path):
     assert sorted(tables[COLUMN_TABLE]["pt_root_id"]) == sorted(column_roots(world))
 
 
-# -- retries, timeouts -------------------------------------------------------------------------
-@pytest.mark.parametrize("answer, wait", [
-    ((503, {"Content-Type": "application/json"}, json.dumps({"message": "overloaded"})), 0.25),
-    ((502, {}, "bad gateway"), 0.25),
-    ((429, {"Retry-After": "3"}, "slow down"), 3.0),
+# -- retries (caveclient's), timeouts -------------------------------------------------------------
+@pytest.mark.parametrize("answer", [
+    (503, {"Content-Type": "application/json"}, json.dumps({"message": "overloaded"})),
+    (502, {}, "bad gateway"),
+    (500, {}, "internal error"),
+    (429, {"Retry-After": "3"}, "slow down"),
 ])
-def test_transient_error_then_success(client, rsps, sleeps, answer, wait):
+def test_transient_error_then_success(builds, rsps, answer):
+    builds()
     world = make_world(n_cells=6, n_column=6)
     roots = column_roots(world)
     fake = FakeCave(world).install(rsps)
     fake.failures[0] = answer
-    got = source(client, batch_size=10).fetch_synapses(roots, progress=False)
+    got = source(None, batch_size=10).fetch_synapses(roots, progress=False)
     assert fake.n_queries == 2
-    assert sleeps == [wait]
     pd.testing.assert_frame_equal(got, expected_synapses(world, roots))
 
 
-def test_persistent_5xx_is_a_source_error_after_backoff(client, rsps, sleeps):
+def test_the_source_builds_its_services_with_caveclients_retries(builds, rsps):
+    seen = builds()
+    FakeCave(make_world()).install(rsps)
+    before = dict(get_session_defaults())
+    src = source(None, max_retries=3, backoff_s=0.25)
+    src.fetch_table(NUCLEUS_TABLE, progress=False)
+    assert seen[0]["max_retries"] == 3 and seen[0]["backoff_factor"] == 0.25
+    assert get_session_defaults() == before   # put back after the build
+    retry = src._retry()
+    assert isinstance(retry, urllib3.util.Retry)
+    assert (retry.total, retry.backoff_factor) == (3, 0.25)
+    assert set(retry.status_forcelist) == set(cave.RETRY_STATUS) and retry.respect_retry_after_header
+    assert retry.is_retry("POST", 503) and not retry.is_retry("POST", 403)
+
+
+def test_persistent_5xx_is_a_source_error_after_the_retries(builds, rsps):
+    builds()
     world = make_world()
     fake = FakeCave(world).install(rsps)
     fake.failures = {n: (503, {}, "down") for n in range(10)}
-    with pytest.raises(SourceError, match=r"HTTP 503.*4 attempt"):
-        source(client, max_retries=3, backoff_s=0.25).fetch_synapses(column_roots(world), progress=False)
+    with pytest.raises(SourceError, match=r"HTTP 503.*4 attempt") as err:
+        source(None, max_retries=3).fetch_synapses(column_roots(world), progress=False)
     assert fake.n_queries == 4
-    assert sleeps == [0.25, 0.5, 1.0]
-
-
-@pytest.mark.parametrize("exc", [requests.exceptions.ReadTimeout, requests.exceptions.ConnectTimeout])
-def test_timeout_after_retries_is_a_source_error(client, rsps, sleeps, exc):
-    world = make_world()
-    fake = FakeCave(world).install(rsps)
-    fake.failures = {n: exc("timed out") for n in range(10)}
-    with pytest.raises(SourceError, match=r"no answer within 7 s, 3 attempt") as err:
-        source(client, max_retries=2).fetch_table(NUCLEUS_TABLE, progress=False)
-    assert fake.n_queries == 3
-    assert len(sleeps) == 2
     assert "run the pull again" in str(err.value)
 
 
-def test_timeout_then_success(client, rsps):
+def test_timeouts_and_errors_are_retried_over_a_real_socket(builds, sleeps):
+    """A server that does not answer in time, then a 503, then a 429 with Retry-After: urllib3
+    retries all three with caveclient's backoff (first retry at once, then 2 x 0.25 s), honours
+    Retry-After, and the fourth request gets the rows."""
     world = make_world()
+    fake = FakeCave(world)
+    fake.failures = {0: Hang(1.0), 1: (503, {}, "down"), 2: (429, {"Retry-After": "2"}, "slow down")}
+    with serve(fake) as url:
+        builds(url)
+        got = source(None, timeout_s=0.3, max_retries=3, backoff_s=0.25).fetch_table(NUCLEUS_TABLE, progress=False)
+    assert len(got) == len(world[NUCLEUS_TABLE]) and fake.n_queries == 4
+    assert sleeps == [0.5, 2.0]
+
+
+def test_no_answer_in_time_is_a_source_error_after_the_retries(builds, sleeps):
+    world = make_world()
+    fake = FakeCave(world)
+    fake.failures = {n: Hang(1.0) for n in range(5)}
+    with serve(fake) as url:
+        builds(url)
+        with pytest.raises(SourceError, match=r"no answer within 0.3 s, 3 attempt") as err:
+            source(None, timeout_s=0.3, max_retries=2, backoff_s=0.0).fetch_table(NUCLEUS_TABLE, progress=False)
+    assert fake.n_queries == 3
+    assert "run the pull again" in str(err.value)
+
+
+def test_every_request_carries_the_timeout_those_building_the_client_included(builds, rsps, sent):
+    builds()
+    FakeCave(make_world()).install(rsps)
+    source(None, timeout_s=7.0).fetch_table(NUCLEUS_TABLE, progress=False)
+    building = [c for c in sent if "/query" not in c[1]]
+    assert len(building) > 5 and any("versions" in c[1] for c in building)
+    assert {t for *_, t in sent} == {7.0}   # today: None while the client is built
+    assert cave_base.requests is requests   # caveclient's module is left as it was
+
+
+def test_a_client_passed_in_gets_the_timeout(client, rsps):
+    world = make_world(n_cells=23, n_column=23, n_syn=400)
     fake = FakeCave(world).install(rsps)
-    fake.failures[0] = requests.exceptions.ReadTimeout("slow")
-    got = source(client).fetch_table(NUCLEUS_TABLE, progress=False)
-    assert len(got) == len(world[NUCLEUS_TABLE])
+    source(client, batch_size=5, timeout_s=4.5).fetch_synapses(column_roots(world), progress=False)
+    assert fake.timeouts == [4.5] * fake.n_queries
 
 
-def test_client_construction_requests_get_a_timeout(rsps):
-    rsps.add(responses.GET, "https://example.org/x", json={})
-    with cave._default_timeout(3.5):
-        requests.get("https://example.org/x")
-        requests.get("https://example.org/x", timeout=1)
-    requests.get("https://example.org/x")
-    assert [c.request.req_kwargs["timeout"] for c in rsps.calls] == [3.5, 1, None]
+def test_timed_out_reads_the_forms_requests_raises():
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ReadTimeoutError
+
+    read = MaxRetryError(None, "/q", ReadTimeoutError(None, "/q", "read timed out"))
+    refused = MaxRetryError(None, "/q", urllib3.exceptions.NewConnectionError(None, "refused"))
+    assert cave._timed_out(requests.ConnectionError(read))
+    assert cave._timed_out(requests.exceptions.ConnectTimeout(MaxRetryError(None, "/q", ConnectTimeoutError())))
+    assert not cave._timed_out(requests.ConnectionError(refused))
 
 
 # -- tokens ------------------------------------------------------------------------------------
@@ -407,4 +548,5 @@ def test_forbidden_keeps_the_reason_and_opens_no_browser(client, rsps, monkeypat
         source(client).fetch_table(NUCLEUS_TABLE, progress=False)
     text = str(err.value)
     assert f"HTTP 403, {error}" in text and message in text and expected in text
+    assert not text.splitlines()[0].endswith("..")   # today: "access resource.."
     assert opened == [] and fake.n_queries == 1

@@ -71,7 +71,7 @@ def test_build_graph_cli_keeps_unknown_types_on_request(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(SurrogateSource, "fetch_table", with_odd_label)
     args = ["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]
-    assert cli.main(args) == 1
+    assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "row 7: unknown cell_type 'Chandelier'" in err and err.count("\n") == 1
     assert cli.main(args + ["--keep-unknown-types"]) == 0

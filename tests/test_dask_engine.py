@@ -14,12 +14,12 @@ import pytest
 
 
 
+from connectomics.build import build_graph  # noqa: E402
 from connectomics.cache import TableCache, sha256_of  # noqa: E402
-from connectomics.dask_engine import (  # noqa: E402
-    aggregate_dask, aggregate_local, build_with_engine, merge_partials, partial_edges,
-)
+from connectomics.dask_engine import aggregate_dask, aggregate_local, merge_partials, partial_edges  # noqa: E402
 from connectomics.graph import type_graph, type_tables  # noqa: E402
-from connectomics.volume import VolumeSource, partition_files, synthetic_cell_table  # noqa: E402
+from connectomics.schema import SYNAPSE_TABLE  # noqa: E402
+from connectomics.sources.volume import VolumeSource, synthetic_cell_table  # noqa: E402
 from pipelines import build_graph as cli  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def cells_csv(tmp_path_factory):
 def local_build(tmp_path_factory, cells_csv):
     root = tmp_path_factory.mktemp("local")
     src = VolumeSource(cells_csv, seed=3, fraction=0.6, partition_cells=200)
-    return build_with_engine(src, root, engine="local", progress=False)
+    return build_graph(src, root, engine="local", progress=False)
 
 
 def _random_partitions(tmp_path, rng, n_cells=300, n_files=6, rows=4000):
@@ -85,7 +85,7 @@ def test_volume_build_dask_equals_local(tmp_path, cluster, local_build, cells_cs
     """Full build on the cluster (synapse partitions drawn on the workers, then aggregated)."""
     lc, _ = cluster
     src = VolumeSource(cells_csv, seed=3, fraction=0.6, partition_cells=200)
-    res = build_with_engine(src, tmp_path, engine="dask", scheduler=lc.scheduler_address, progress=False)
+    res = build_graph(src, tmp_path, engine="dask", scheduler=lc.scheduler_address, progress=False)
     a, b = local_build.graph, res.graph
     assert a.meta["n_synapses"] > 20_000 and a.meta["synapse_files"] >= 4
     pd.testing.assert_frame_equal(b.nodes, a.nodes, check_exact=True)
@@ -93,8 +93,8 @@ def test_volume_build_dask_equals_local(tmp_path, cluster, local_build, cells_cs
     for x, y in zip(type_tables(b.type_graph), type_tables(a.type_graph)):
         pd.testing.assert_frame_equal(x, y, check_exact=True)
     # the same partition files, drawn here or on the workers
-    assert [sha256_of(f) for f in partition_files(res.cache)] == \
-        [sha256_of(f) for f in partition_files(local_build.cache)]
+    assert [sha256_of(f) for f in res.cache.partition_files(SYNAPSE_TABLE)] == \
+        [sha256_of(f) for f in local_build.cache.partition_files(SYNAPSE_TABLE)]
     # and the files on disk agree
     for name in ("edges.parquet", "type_edges.parquet", "nodes.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(res.folder / name), pd.read_parquet(local_build.folder / name))
@@ -106,7 +106,7 @@ def test_dask_engine_on_a_single_file_source(tmp_path, cluster, surrogate_graph)
     """--engine dask also works for the other sources (one synapses_pni_2.parquet)."""
     from connectomics.sources.surrogate import SurrogateSource
 
-    res = build_with_engine(SurrogateSource(0), tmp_path, engine="dask",
+    res = build_graph(SurrogateSource(0), tmp_path, engine="dask",
                             scheduler=cluster[0].scheduler_address, progress=False)
     pd.testing.assert_frame_equal(res.graph.edges, surrogate_graph.graph.edges, check_exact=True)
     ref = type_graph(surrogate_graph.graph.nodes, surrogate_graph.graph.edges)
@@ -131,22 +131,22 @@ def test_cli_argument_errors(capsys):
                  ["--engine", "spark"]):
         with pytest.raises(SystemExit):
             cli.main(argv)
-    assert cli.main(["--source", "volume", "--cells", "/nonexistent/cells.csv", "--quiet"]) == 1
+    assert cli.main(["--source", "volume", "--cells", "/nonexistent/cells.csv", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "no such file" in err
 
 
 def test_cache_reuse_reads_no_partition_twice(tmp_path, cells_csv, monkeypatch):
-    from connectomics import volume
+    from connectomics.sources import volume
 
     src = VolumeSource(cells_csv, seed=4, fraction=0.2, partition_cells=150)
-    build_with_engine(src, tmp_path, engine="local", progress=False)
+    build_graph(src, tmp_path, engine="local", progress=False)
 
     def boom(*a, **k):
         raise AssertionError("regenerated a cached partition")
 
     monkeypatch.setattr(volume, "write_partition", boom)
-    res = build_with_engine(VolumeSource(cells_csv, seed=4, fraction=0.2, partition_cells=150), tmp_path,
+    res = build_graph(VolumeSource(cells_csv, seed=4, fraction=0.2, partition_cells=150), tmp_path,
                             engine="local", progress=False)
     assert res.from_cache
     assert TableCache(tmp_path, src.namespace, src.version).manifest()["synapses_pni_2"]["rows"] == \
@@ -154,15 +154,13 @@ def test_cache_reuse_reads_no_partition_twice(tmp_path, cells_csv, monkeypatch):
 
 
 def test_one_build_path_for_every_source_and_engine(tmp_path, cells_csv, local_build):
-    """connectomics.build.build_graph is the build (issue 13): the volume's partitioned synapses
-    through the same function as any other source, the engine an argument."""
-    from connectomics.build import build_graph
+    """connectomics.build.build_graph is the build: the volume's partitioned synapses through the
+    same function as any other source, the engine an argument."""
     from connectomics.sources.surrogate import SurrogateSource
 
-    assert build_with_engine.__doc__ and "build_graph" in build_with_engine.__doc__
     src = VolumeSource(cells_csv, seed=3, fraction=0.6, partition_cells=200)
     res = build_graph(src, tmp_path, engine="local", progress=False)
-    assert res.graph.meta["synapse_files"] == len(partition_files(res.cache)) > 1
+    assert res.graph.meta["synapse_files"] == len(res.cache.partition_files(SYNAPSE_TABLE)) > 1
     pd.testing.assert_frame_equal(res.graph.edges, local_build.graph.edges)
     surrogate = build_graph(SurrogateSource(0), tmp_path, engine="local", progress=False)
     assert surrogate.graph.meta["engine"] == "local" and surrogate.graph.meta["synapse_files"] == 1

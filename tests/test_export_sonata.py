@@ -250,11 +250,11 @@ def test_edge_memory_is_bounded(tmp_path):
 
 def test_volume_scale_graph_exports(tmp_path):
     """A graph built by the volume source (its own synthetic ids and inhibitory cells)."""
-    from connectomics.dask_engine import build_with_engine
-    from connectomics.volume import VolumeSource, synthetic_cell_table
+    from connectomics.build import build_graph
+    from connectomics.sources.volume import VolumeSource, synthetic_cell_table
 
     source = VolumeSource(synthetic_cell_table(1200, seed=3), seed=1, fraction=0.5)
-    g = build_with_engine(source, tmp_path / "cache", engine="local", out=tmp_path / "graph",
+    g = build_graph(source, tmp_path / "cache", engine="local", out=tmp_path / "graph",
                           progress=False).graph
     res = to_sonata(g, tmp_path / "circuit", chunk_edges=1000)
     ep = libsonata.EdgeStorage(str(res.files["edges"])).open_population(EPOP)

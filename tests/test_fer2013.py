@@ -213,7 +213,8 @@ def test_image_folder_png_exact_usage_from_prefix_and_order(tmp_path):
     order = [2, 0, 5, 4, 3, 1]
     assert [USAGES[u] for u in usage] == ["Training"] * 3 + ["PublicTest"] * 2 + ["PrivateTest"]
     assert np.array_equal(images, imgs[order]) and np.array_equal(lab, labels[order])
-    ds = load_fer2013(tmp_path / "fer", tmp_path / "cache")
+    first = load_fer2013(tmp_path / "fer", tmp_path / "cache")
+    assert not first.meta["from_cache"]
     again = load_fer2013(tmp_path / "fer", tmp_path / "cache")
     assert again.meta["from_cache"] and np.array_equal(again.images, images)
 

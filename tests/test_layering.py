@@ -114,3 +114,30 @@ def test_one_module_of_pipelines_owns_checkpoint_files_and_collectives(owner, im
     users = {f.name for f in files
              if any(m in imported_modules(f) for m in imports) or set(calls) & _calls(f)}
     assert users == {owner}, users
+
+
+def _connectomics_imports(path: Path) -> set[str]:
+    """The connectomics modules ``path`` imports, as dotted names below ``connectomics``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = path.relative_to(ROOT / "connectomics").parent.parts
+    names = {m.removeprefix("connectomics.") for m in imported_modules(path) if m.startswith("connectomics.")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[: len(package) - node.level + 1])
+            names |= {".".join(base + ([node.module] if node.module else []) + ([] if node.module else [a.name]))
+                      for a in node.names}
+    return names
+
+
+def test_connectomics_sources_come_before_the_build():
+    """Within connectomics tables flow one way too: a source (connectomics/sources/, made by name
+    from connectomics.sources.SOURCES) delivers tables and knows nothing of the build that turns
+    them into graphs; the synapse sampler draws synapses for any cells and knows no source."""
+    sources = sorted((ROOT / "connectomics" / "sources").glob("*.py"))
+    assert {p.stem for p in sources} >= {"__init__", "base", "column", "surrogate", "cave", "snapshot", "volume"}
+    bad = [f"{p.relative_to(ROOT)} imports connectomics.{m}" for p in sources
+           for m in sorted(_connectomics_imports(p)) if m.split(".")[0] in ("build", "dask_engine")]
+    assert not bad, bad
+    sampler = _connectomics_imports(ROOT / "connectomics" / "synapse_sampler.py")
+    assert sampler and not [m for m in sampler if m.startswith("sources")], sampler
+    assert not (ROOT / "connectomics" / "volume.py").exists()

@@ -246,7 +246,6 @@ def test_image_statistics_need_the_same_images(with_predictions, capsys):
 def test_holm_corrects_within_exactly_the_named_family(tmp_path):
     from scipy import stats
 
-    rng = np.random.default_rng(1)
     accs = {"ref": [0.50, 0.52, 0.51], "b": [0.53, 0.56, 0.54], "c": [0.51, 0.525, 0.515], "d": [0.49, 0.50, 0.505]}
     old = {k: [(a, a) for a in v] for k, v in accs.items()}
     p = {k: stats.ttest_rel(np.multiply(v, 100), np.multiply(accs["ref"], 100)).pvalue for k, v in accs.items() if k != "ref"}

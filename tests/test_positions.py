@@ -8,7 +8,7 @@ import pytest
 
 from connectomics.positions import NM, VOXEL_NM, position_nm, split_positions_nm
 from connectomics.schema import SchemaError
-from connectomics.volume import read_cell_table
+from connectomics.sources.volume import read_cell_table
 
 
 def test_split_and_text_forms_agree_in_nm():

@@ -69,3 +69,15 @@ def test_connectivity_by_mtype_groups_the_neuron_level_graph(column_graph):
     assert syn.to_numpy().sum() == g.edges["n_synapses"].sum() == 141_452
     with pytest.raises(ValueError, match="node column"):
         stats.connectivity_table(g, by="nope")
+
+
+def test_population_key_names_one_population_or_every_row():
+    import pandas as pd
+
+    from connectomics import population_key
+
+    assert population_key("23P", "L2/3") == "23P|L2/3"
+    nodes = pd.DataFrame({"cell_type": ["4P", "BC"], "layer": ["L4", "L5"]}, index=[7, 3])
+    keys = population_key(nodes["cell_type"], nodes["layer"])
+    assert keys.tolist() == ["4P|L4", "BC|L5"] and keys.index.tolist() == [7, 3]
+    assert population_key(np.array(["MC"]), ["L6"]).tolist() == ["MC|L6"]

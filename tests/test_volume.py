@@ -11,14 +11,14 @@ from connectomics.cell_types import ei_class
 import pandas as pd
 import pytest
 
-from connectomics import volume
 from connectomics.cache import CacheError, TableCache, sha256_of
 from connectomics.layers import nm_to_frame_um
 from connectomics.schema import SCHEMAS, SYNAPSE_TABLE
-from connectomics.volume import (
-    CENSUS_EXCITATORY, CENSUS_INHIBITORY, SynapseSampler, VolumeSource, ensure_tables, partition_files,
-    part_path, read_cell_table, synthetic_cell_table,
+from connectomics.sources import volume
+from connectomics.sources.volume import (
+    CENSUS_EXCITATORY, CENSUS_INHIBITORY, VolumeSource, ensure_tables, read_cell_table, synthetic_cell_table,
 )
+from connectomics.synapse_sampler import SynapseSampler
 
 from tests.helpers import shared_path
 
@@ -145,28 +145,28 @@ def test_partitions_are_atomic_and_resume(tmp_path, small_source, monkeypatch):
     assert sorted(k for k in manifest if k.startswith(SYNAPSE_TABLE)) == [
         f"{SYNAPSE_TABLE}/part-00000", f"{SYNAPSE_TABLE}/part-00001"]
     with pytest.raises(CacheError, match="no complete partitioned"):
-        partition_files(cache)
+        cache.partition_files(SYNAPSE_TABLE)
 
     # a killed writer's temp file, a corrupted partition: cleaned / regenerated
     (folder / ".part-00002.parquet.abc.tmp").write_bytes(b"junk")
-    first = part_path(cache, 0).stat().st_mtime_ns
-    part_path(cache, 1).write_bytes(b"not parquet")
+    first = cache.partition_path(SYNAPSE_TABLE, 0).stat().st_mtime_ns
+    cache.partition_path(SYNAPSE_TABLE, 1).write_bytes(b"not parquet")
     tables, files = ensure_tables(small_source, cache, progress=False)
     assert len(files) == n_parts and not list(folder.glob(".*.tmp"))
-    assert part_path(cache, 0).stat().st_mtime_ns == first          # complete parts are kept
+    assert cache.partition_path(SYNAPSE_TABLE, 0).stat().st_mtime_ns == first          # complete parts are kept
     entry = cache.manifest()[SYNAPSE_TABLE]
     assert entry["partitioned"] and entry["parts"] == [f"{SYNAPSE_TABLE}/part-{b:05d}" for b in range(n_parts)]
     # identical to an uninterrupted run, file by file
     clean = TableCache(tmp_path / "clean", small_source.namespace, small_source.version)
     ensure_tables(small_source, clean, progress=False)
-    assert [sha256_of(f) for f in files] == [sha256_of(f) for f in partition_files(clean)]
+    assert [sha256_of(f) for f in files] == [sha256_of(f) for f in clean.partition_files(SYNAPSE_TABLE)]
     assert entry["rows"] == sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     whole = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     assert whole["id"].is_unique and entry["rows"] == len(whole)
     # tampering is refused by name
-    part_path(cache, 2).write_bytes(b"tampered")
+    cache.partition_path(SYNAPSE_TABLE, 2).write_bytes(b"tampered")
     with pytest.raises(CacheError, match="part-00002.parquet: checksum"):
-        partition_files(cache)
+        cache.partition_files(SYNAPSE_TABLE)
 
 
 def test_cache_with_another_block_size_is_redrawn_to_the_same_table(tmp_path, cell_table):
@@ -236,10 +236,10 @@ def test_compiled_volume_column_sparse_equals_dense_and_trains(tmp_path, small_s
     excitatory class, any soma layer); sparse and dense give the same outputs; a few steps train."""
     import torch
 
-    from connectomics.dask_engine import build_with_engine
+    from connectomics.build import build_graph
     from graphnet import LayerSpec, chain, compile_column
 
-    g = build_with_engine(small_source, tmp_path, engine="local", progress=False).graph
+    g = build_graph(small_source, tmp_path, engine="local", progress=False).graph
     layers = [LayerSpec("A", ("4P",), None), LayerSpec("B", ("23P",), None),
               LayerSpec("C", ("5P-IT", "5P-ET", "5P-NP"), None),
               LayerSpec("D", ("6P-IT", "6P-CT", "6P-U", "WM-P"), None)]

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..cache import atomic_path
-from ..graph import ConnectomeGraph
+from ..graph import ConnectomeGraph, population_key
 
 DATASTACK = "minnie65_public"
 VOXEL_NM: tuple[float, float, float] = (4.0, 4.0, 40.0)
@@ -100,7 +100,7 @@ def select_cells(graph: ConnectomeGraph, population: str | None = None,
         cell_type, layer = population.split("|")
         sel = graph.population([cell_type], [layer])
         if not len(sel):
-            known = sorted(set(nodes["cell_type"].astype(str) + "|" + nodes["layer"].astype(str)))
+            known = sorted(set(population_key(nodes["cell_type"], nodes["layer"])))
             raise ValueError(f"population {population!r} has no cells; populations: {', '.join(known)}")
         return sel
     if types is not None:
@@ -151,8 +151,7 @@ def soma_table(graph: ConnectomeGraph, cells: np.ndarray) -> pd.DataFrame:
         "root_id": n["root_id"].to_numpy(dtype=np.int64),
         "cell_type": n["cell_type"].astype(str).to_numpy(),
         "color": [type_color(t) for t in n["cell_type"].astype(str)],
-        "description": (n["cell_type"].astype(str) + "|" + n["layer"].astype(str) + " "
-                        + n["root_id"].astype(str)).to_numpy(),
+        "description": (population_key(n["cell_type"], n["layer"]) + " " + n["root_id"].astype(str)).to_numpy(),
     })
 
 

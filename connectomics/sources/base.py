@@ -21,6 +21,14 @@ class SourceError(RuntimeError):
     """A source could not deliver a table (bad file, rejected token, server error...)."""
 
 
+def rows_in(df: pd.DataFrame, filter_in: Mapping[str, Sequence] | None) -> pd.DataFrame:
+    """The rows of ``df`` whose ``column`` value is in ``filter_in[column]``, for every column
+    given (a CAVE ``filter_in_dict``, applied by the sources that hold their tables in memory)."""
+    for col, values in (filter_in or {}).items():
+        df = df[df[col].isin(np.asarray(values))]
+    return df
+
+
 class Source(ABC):
     #: "column" | "cave" | "snapshot" | "surrogate" | "volume"
     kind: str

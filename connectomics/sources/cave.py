@@ -16,14 +16,24 @@ Everything goes through caveclient's own API (``client.materialize.query_table``
   exception). This module reads that header on every response through a ``requests`` response
   hook, learns the limit from it, also treats a result of ``row_limit`` or more rows as capped,
   and splits a capped query (halves the pre-synaptic ids; a single pre id that is still capped
-  has its post-synaptic ids halved) until no part is capped. A capped table query with no filter
-  list left to split is read in pages of ``row_limit`` rows (``offset``/``limit``).
-* **Timeouts and retries.** caveclient sets no request timeout. Every request sent through the
-  client's sessions gets ``timeout_s`` (a mounted :class:`requests.adapters.HTTPAdapter`); the
-  requests caveclient makes while it is being built get it through a scoped default. A query
-  answered with HTTP 429/5xx, a timeout or a dropped connection is retried ``max_retries``
-  times with exponential backoff (``backoff_s * 2**attempt`` seconds, or the server's
-  ``Retry-After``), then fails as a :class:`SourceError`.
+  has its post-synaptic ids halved) until no part is capped.
+* **Paging by id ranges.** A capped table query with no filter list left to split is read by
+  ranges of its primary key ``id`` (``filter_greater_equal_dict`` / ``filter_less_dict``;
+  caveclient's ``query_table`` has no ORDER BY, and the engine applies ``offset``/``limit`` to
+  rows in no stable order, so offset pages can overlap and lose rows): an open range is closed
+  around the ids of its capped answer, a closed one halved, until no range is capped. Ranges
+  are disjoint, so no row comes twice; an answer holding an id outside the range asked for means
+  the server or a proxy drops the range filters, and stops the pull with an error naming the
+  table instead of asking forever. A whole table's rows are checked against the server's own
+  count (``get_annotation_count``): a mismatch is an error naming the table, never a smaller
+  graph; so is an id that comes back twice.
+* **Timeouts and retries.** caveclient retries: every service session it builds for this source
+  gets urllib3's ``Retry`` from :func:`caveclient.set_session_defaults` (``max_retries``,
+  ``backoff_factor = backoff_s``: waits of 0, ``2 * backoff_s``, ``4 * backoff_s``... seconds, or
+  the server's ``Retry-After``; statuses :data:`RETRY_STATUS`; timeouts and dropped connections).
+  A request that still fails is a :class:`SourceError`. caveclient sets no request timeout:
+  every request its sessions send gets ``timeout_s`` (:func:`_give_timeout`), those made while
+  the client is being built included (:func:`_building_caveclient`).
 * **Tokens.** A missing or rejected (401/403) token is a :class:`SourceError` that says how to set
   one up; a 403 that gives a reason (``missing_tos``, ``missing_permission``) keeps the server's
   message and the Terms-of-Service link. caveclient opens that link in a web browser on
@@ -43,14 +53,12 @@ import json
 import logging
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
 import requests
-from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
 
 from ..cache import PartStore
@@ -68,9 +76,9 @@ TOKEN_ENV = "CAVE_TOKEN"
 #: Positions come back in nanometres.
 RESOLUTION_NM = [1, 1, 1]
 #: HTTP statuses worth retrying (rate limited, server or gateway trouble).
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-#: Longest ``Retry-After`` honoured, seconds.
-MAX_RETRY_AFTER_S = 120.0
+RETRY_STATUS = (429, 500, 502, 503, 504)
+#: Longest wait between two retries, seconds (caveclient's ``backoff_max``).
+MAX_BACKOFF_S = 120.0
 #: The materialization engine's truncation notice (response header ``Warning``).
 LIMITED_QUERY = re.compile(r"Limited query to (\d+) rows")
 #: Suffixes caveclient asks the server to give the joined reference table's clashing columns
@@ -91,9 +99,6 @@ FILLS: dict[str, Callable[[pd.DataFrame], Any]] = {
     "strategy_dendrite": lambda df: None,
     "strategy_axon": lambda df: None,
 }
-
-#: Replaced by the tests; every backoff wait goes through it.
-_sleep: Callable[[float], None] = time.sleep
 
 
 def _token_help(server: str) -> str:
@@ -119,53 +124,72 @@ def _short(exc: BaseException, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-def _retry_after(response: requests.Response | None) -> float | None:
-    """The server's ``Retry-After`` in seconds (numeric form only), capped; None if absent."""
-    if response is None:
-        return None
-    value = response.headers.get("Retry-After")
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value is not None else None
-    except ValueError:
-        return None
+def _give_timeout(session: requests.Session, timeout_s: float) -> requests.Session:
+    """``session``, whose requests that set no timeout of their own get ``timeout_s`` seconds
+    (requests has no session-wide timeout, caveclient sets none). Its adapters, and with them
+    caveclient's retries, are left as they are; a second call only changes the timeout."""
+    if not hasattr(session, "default_timeout_s"):
+        send = session.request
+
+        def request(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = session.default_timeout_s
+            return send(method, url, *args, **kwargs)
+
+        session.request = request
+    session.default_timeout_s = timeout_s
+    return session
 
 
-class _TimeoutAdapter(HTTPAdapter):
-    """An adapter that gives every request a timeout of ``timeout_s`` seconds (unless its caller
-    set one) and does no urllib3-level retries: :class:`CaveSource` retries whole queries."""
+class _TimedRequests:
+    """Stands in for the ``requests`` module inside ``caveclient.base`` while a client is built:
+    the service sessions caveclient creates there (and whose first requests it sends at once)
+    come with the timeout and keep it, and so do its plain ``requests.get`` calls."""
 
     def __init__(self, timeout_s: float) -> None:
-        super().__init__(max_retries=0)
         self.timeout_s = timeout_s
 
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        return super().send(
-            request, stream=stream, timeout=self.timeout_s if timeout is None else timeout,
-            verify=verify, cert=cert, proxies=proxies,
-        )
+    def __getattr__(self, name: str) -> Any:
+        return getattr(requests, name)
+
+    def Session(self) -> requests.Session:  # noqa: N802 - the name caveclient calls
+        return _give_timeout(requests.Session(), self.timeout_s)
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout_s
+        return requests.get(url, **kwargs)
 
 
 @contextlib.contextmanager
-def _default_timeout(timeout_s: float) -> Iterator[None]:
-    """Give every ``requests`` call made inside this block a timeout of ``timeout_s`` seconds.
+def _building_caveclient(timeout_s: float, **session_defaults: Any) -> Iterator[None]:
+    """While inside, the caveclient services built get ``session_defaults``
+    (:func:`caveclient.set_session_defaults`: retries) and the timeout (:class:`_TimedRequests`).
+    Both are caveclient's module state; they are put back on exit."""
+    import caveclient.base as cave_base
+    from caveclient import get_session_defaults, set_session_defaults
 
-    Used only while a ``CAVEclient`` is being built: its constructor makes requests (info
-    service, API and server versions, materialization versions) through sessions and plain
-    ``requests.get`` calls that nothing outside can reach, all without a timeout. Process-wide
-    for the duration of the block; requests that set their own timeout keep it.
-    """
-    original = requests.Session.request
-
-    def request(self, method, url, *args, **kwargs):
-        if len(args) < 7 and kwargs.get("timeout") is None:  # timeout: 7th positional after url
-            kwargs["timeout"] = timeout_s
-        return original(self, method, url, *args, **kwargs)
-
-    requests.Session.request = request
+    before = dict(get_session_defaults())
+    original = cave_base.requests
+    set_session_defaults(**{**before, **session_defaults})
+    cave_base.requests = _TimedRequests(timeout_s)
     try:
         yield
     finally:
-        requests.Session.request = original
+        cave_base.requests = original
+        set_session_defaults(**before)
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """Whether a request failed for want of an answer in time (after urllib3's retries a read
+    timeout surfaces as a ``ConnectionError`` around ``MaxRetryError(ReadTimeoutError)``)."""
+    from urllib3.exceptions import NewConnectionError, TimeoutError as Urllib3Timeout
+
+    if isinstance(exc, requests.Timeout):
+        return True
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    # urllib3's NewConnectionError (refused, unreachable) subclasses its connect timeout
+    return isinstance(reason, Urllib3Timeout) and not isinstance(reason, NewConnectionError)
 
 
 class _NoBrowser:
@@ -254,8 +278,11 @@ class CaveSource(Source):
     timeout_s
         Seconds each HTTP request may take (connect and read).
     max_retries, backoff_s
-        Retries of a query after HTTP 429/5xx, a timeout or a dropped connection, waiting
-        ``backoff_s * 2**attempt`` seconds (or the server's ``Retry-After``) in between.
+        caveclient's retries of a request after HTTP 429/5xx, a timeout or a dropped connection
+        (:func:`caveclient.set_session_defaults` ``max_retries`` and ``backoff_factor``: the
+        first retry at once, then after ``2 * backoff_s``, ``4 * backoff_s``... seconds, or the
+        server's ``Retry-After``), for the services this source builds; a ``client`` passed in
+        keeps the retries of the services it has already built.
     row_limit
         The server's row cap if known in advance; a result with this many rows is treated as
         capped even without the ``Limited query`` header. Learned from the header otherwise.
@@ -288,6 +315,8 @@ class CaveSource(Source):
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if backoff_s < 0:
+            raise ValueError(f"backoff_s must be >= 0, got {backoff_s}")
         if client is not None:
             name = getattr(client, "datastack_name", datastack)
             if name != datastack:
@@ -360,6 +389,11 @@ class CaveSource(Source):
 
         return AuthClient(server_address=self._server).token
 
+    def _session_defaults(self) -> dict[str, Any]:
+        """caveclient's session settings for the services this source builds (retries)."""
+        return {"max_retries": self.max_retries, "backoff_factor": self.backoff_s,
+                "backoff_max": MAX_BACKOFF_S, "status_forcelist": RETRY_STATUS}
+
     def _connect(self) -> Any:
         """Build the ``CAVEclient`` (first query only)."""
         token = self._resolve_token()
@@ -371,14 +405,12 @@ class CaveSource(Source):
         from caveclient import CAVEclient
 
         def build() -> Any:
-            with _default_timeout(self.timeout_s):
-                return CAVEclient(
-                    self.namespace, server_address=self.server_address, auth_token=token,
-                    version=self.version,
-                )
+            return CAVEclient(self.namespace, server_address=self.server_address, auth_token=token,
+                              version=self.version)
 
         try:
-            return self._with_retries(f"connecting to CAVE datastack {self.namespace!r}", build)
+            with _building_caveclient(self.timeout_s, **self._session_defaults()):
+                return self._call(f"connecting to CAVE datastack {self.namespace!r}", build)
         except ValueError as e:  # e.g. "Version 1300 is not available for this datastack."
             raise SourceError(
                 f"CAVE datastack {self.namespace!r} at version {self.version}: {self._scrub(_short(e))}"
@@ -395,16 +427,14 @@ class CaveSource(Source):
                 self._token = self._client.auth.token  # only to mask it in messages
 
         def get() -> tuple[Any, Any]:
-            with _default_timeout(self.timeout_s):
-                return self._client.info, self._client.materialize
+            return self._client.info, self._client.materialize
 
-        info, mat = self._with_retries(f"connecting to CAVE datastack {self.namespace!r}", get)
+        with _building_caveclient(self.timeout_s, **self._session_defaults()):
+            info, mat = self._call(f"connecting to CAVE datastack {self.namespace!r}", get)
         for sub in (info, mat):
             session = getattr(sub, "session", None)
             if isinstance(session, requests.Session):
-                adapter = _TimeoutAdapter(self.timeout_s)
-                session.mount("https://", adapter)
-                session.mount("http://", adapter)
+                _give_timeout(session, self.timeout_s)  # services built before this source
                 if self._on_response not in session.hooks["response"]:
                     session.hooks["response"].append(self._on_response)
         self._mat = mat
@@ -416,76 +446,86 @@ class CaveSource(Source):
         if warning:
             self._warnings.append(warning)
 
-    # -- one query, with retries and cap detection ----------------------------------------------
-    def _with_retries(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, retried on HTTP 429/5xx, timeouts and dropped connections."""
+    # -- one query: caveclient retries, this source names what failed ----------------------------
+    def _retry(self) -> Any:
+        """urllib3's ``Retry`` of the materialization session (None before it is built)."""
+        session = getattr(self._mat, "session", None)
+        if not isinstance(session, requests.Session):
+            return None
+        return getattr(session.get_adapter("https://"), "max_retries", None)
+
+    def _attempts(self, response: requests.Response | None = None) -> int:
+        """Requests sent in all for one query that failed (``response``: its last answer)."""
+        retry = self._retry()
+        if retry is None:
+            return self.max_retries + 1
+        if response is not None and not retry.is_retry(
+                "POST", response.status_code, has_retry_after="Retry-After" in response.headers):
+            return 1
+        return int(retry.total or 0) + 1
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """``call()`` (caveclient retries inside it); what still fails becomes one
+        :class:`SourceError` saying what to do. caveclient may not open a web browser."""
         from caveclient.base import AuthException
 
-        attempts = self.max_retries + 1
-        failure = ""
-        for attempt in range(attempts):
-            wait: float | None = None
-            try:
-                with _no_browser():
-                    return call()
-            except requests.HTTPError as e:
-                status = e.response.status_code if e.response is not None else None
-                reason = _forbidden_reason(e.response) if status == 403 else None
-                if reason is not None:
-                    raise SourceError(self._forbidden_message(what, *reason)) from None
-                if status in (401, 403):
-                    raise SourceError(
-                        f"{what}: the CAVE server rejected the auth token (HTTP {status}); it is "
-                        "missing, expired, or lacks access to this datastack (new users must also "
-                        "accept the dataset's terms of service).\n" + _token_help(self._server)
-                    ) from None
-                if status not in RETRY_STATUS:
-                    raise SourceError(f"{what}: {self._scrub(_short(e))}") from None
-                failure = f"HTTP {status} from the server"
-                wait = _retry_after(e.response)
-            except requests.Timeout:
-                failure = f"no answer within {self.timeout_s:g} s"
-            except requests.ConnectionError as e:
-                failure = f"connection failed ({self._scrub(_short(e, 200))})"
-            except AuthException:
+        try:
+            with _no_browser():
+                return call()
+        except requests.HTTPError as e:
+            status = e.response.status_code if e.response is not None else None
+            reason = _forbidden_reason(e.response) if status == 403 else None
+            if reason is not None:
+                raise SourceError(self._forbidden_message(what, *reason)) from None
+            if status in (401, 403):
                 raise SourceError(
-                    f"{what}: the CAVE server redirected to a login page: no valid token.\n"
-                    + _token_help(self._server)
+                    f"{what}: the CAVE server rejected the auth token (HTTP {status}); it is "
+                    "missing, expired, or lacks access to this datastack (new users must also "
+                    "accept the dataset's terms of service).\n" + _token_help(self._server)
                 ) from None
-            except ValueError as e:
-                if "Unknown response type" not in str(e):  # caveclient's deserializer
-                    raise
-                raise SourceError(
-                    f"{what}: the server answered with something other than a table "
-                    f"({self._scrub(_short(e, 120))}), typically a login page after a redirect: "
-                    "the token is missing or invalid.\n" + _token_help(self._server)
-                ) from None
-            if attempt + 1 < attempts:
-                delay = self.backoff_s * 2**attempt if wait is None else wait
-                logger.info("%s: %s; retry %d/%d in %.3g s", what, failure, attempt + 1,
-                            self.max_retries, delay)
-                _sleep(delay)
-        raise SourceError(
-            f"{what}: {failure}, {attempts} attempt(s) in all (timeout {self.timeout_s:g} s per "
-            f"request, {self.max_retries} retries with backoff from {self.backoff_s:g} s). The "
-            "server may be down or overloaded: run the pull again later; finished batches are kept."
-        )
+            if status not in RETRY_STATUS:
+                raise SourceError(f"{what}: {self._scrub(_short(e))}") from None
+            raise SourceError(self._gave_up(what, f"HTTP {status} from the server",
+                                            self._attempts(e.response))) from None
+        except requests.RequestException as e:
+            failure = (f"no answer within {self.timeout_s:g} s" if _timed_out(e)
+                       else f"connection failed ({self._scrub(_short(e, 200))})")
+            raise SourceError(self._gave_up(what, failure, self._attempts())) from None
+        except AuthException:
+            raise SourceError(
+                f"{what}: the CAVE server redirected to a login page: no valid token.\n"
+                + _token_help(self._server)
+            ) from None
+        except ValueError as e:
+            if "Unknown response type" not in str(e):  # caveclient's deserializer
+                raise
+            raise SourceError(
+                f"{what}: the server answered with something other than a table "
+                f"({self._scrub(_short(e, 120))}), typically a login page after a redirect: "
+                "the token is missing or invalid.\n" + _token_help(self._server)
+            ) from None
+
+    def _gave_up(self, what: str, failure: str, attempts: int) -> str:
+        return (f"{what}: {failure}, {attempts} attempt(s) in all (timeout {self.timeout_s:g} s per "
+                "request, caveclient's retries in between). The server may be down or overloaded: "
+                "run the pull again later; finished batches are kept.")
 
     def _forbidden_message(self, what: str, error: str, message: str, tos_url: str | None) -> str:
         """The one error of a 403 with a reason: the server's words, the Terms-of-Service link."""
         text = f"{what}: the CAVE server refused access (HTTP 403, {error})"
         if message:
             text += f": {self._scrub(_short(message))}"
+        text += "" if text.endswith(".") else "."
         if tos_url:
-            return (f"{text}.\nAccept the dataset's Terms of Service at {tos_url} (logged in with "
+            return (f"{text}\nAccept the dataset's Terms of Service at {tos_url} (logged in with "
                     "the account of your token), then run again.")
         if error == "missing_permission":
-            return (f"{text}.\nYour token's account lacks access to datastack {self.namespace!r}; "
+            return (f"{text}\nYour token's account lacks access to datastack {self.namespace!r}; "
                     "ask the dataset's maintainers for it, or use another token.\n" + _token_help(self._server))
-        return f"{text}.\n" + _token_help(self._server)
+        return f"{text}\n" + _token_help(self._server)
 
     def _query(self, what: str, call: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool]:
-        """``call()`` with retries; also whether the server capped its result."""
+        """``call()``; also whether the server capped its result."""
 
         def once() -> tuple[pd.DataFrame, list[str]]:
             self._warnings.clear()
@@ -493,7 +533,7 @@ class CaveSource(Source):
                 df = call()
             return df, list(self._warnings)
 
-        df, warnings = self._with_retries(what, once)
+        df, warnings = self._call(what, once)
         capped = False
         for w in warnings:
             if "Limited query" in w:
@@ -516,7 +556,8 @@ class CaveSource(Source):
         Reference tables (cell types, m-types, column membership) are joined to the table they
         annotate by caveclient (``merge_reference=True``), which brings their ``pt_root_id`` and
         ``pt_position_*``. The longest ``filter_in`` list is queried ``batch_size`` values at a
-        time. Rows are deduplicated on ``id`` and sorted by it; positions are in nm.
+        time. A whole table must have as many rows as the server counts. Rows are sorted by
+        ``id``; positions are in nm.
         """
         if table not in SCHEMAS:
             raise ValueError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
@@ -534,43 +575,78 @@ class CaveSource(Source):
         for flt in tqdm(chunks, desc=table, unit="batch", disable=not progress, leave=False):
             frames.extend(self._table_rows(table, flt, key))
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if not filters:
+            self._check_count(table, len(df))
         df = _canonical_table(df, table)
         df = conform(df, table, origin=f"CAVE {self.namespace} v{self.version} {table}")
-        return df.drop_duplicates("id").sort_values("id", kind="stable").reset_index(drop=True)
+        return _sorted_unique(df, table)
+
+    def _check_count(self, table: str, n_rows: int) -> None:
+        """Refuse a whole table whose rows differ from the server's count of them."""
+        mat = self._materialize()
+        expected = self._call(f"{table} (row count)", lambda: mat.get_annotation_count(
+            table, version=self.version))
+        if int(expected) != n_rows:
+            raise SourceError(
+                f"{table}: the server counts {int(expected)} rows at version {self.version}, the pull "
+                f"got {n_rows}: rows were lost or doubled while paging (nothing was cached); run the "
+                "pull again, and report it if it persists")
+
+    def _query_table(self, mat: Any, table: str, flt: dict | None,
+                     ids: tuple[int | None, int | None] = (None, None)) -> pd.DataFrame:
+        """One ``query_table`` of ``table`` (filters ``flt``, ids in ``[ids[0], ids[1])``)."""
+        lo, hi = ids
+        return mat.query_table(
+            table, filter_in_dict=flt, split_positions=True, desired_resolution=RESOLUTION_NM,
+            materialization_version=self.version, metadata=False,
+            filter_greater_equal_dict=None if lo is None else {"id": lo},
+            filter_less_dict=None if hi is None else {"id": hi},
+        )
 
     def _table_rows(self, table: str, flt: dict | None, key: str | None) -> list[pd.DataFrame]:
-        """One filtered query of ``table``; halves ``flt[key]`` while the server caps it."""
+        """One filtered query of ``table``; halves ``flt[key]`` while the server caps it, then
+        reads what is still capped by id ranges."""
         mat = self._materialize()
         n = len(flt[key]) if flt else 0
         what = f"{table}" + (f" ({n} {key} values)" if flt else "")
-        df, capped = self._query(what, lambda: mat.query_table(
-            table, filter_in_dict=flt, split_positions=True, desired_resolution=RESOLUTION_NM,
-            materialization_version=self.version, metadata=False,
-        ))
+        df, capped = self._query(what, lambda: self._query_table(mat, table, flt))
         if not capped:
             return [df]
-        if not flt or n < 2:
-            return self._pages(table, flt, what, df)
-        half = n // 2
-        return (self._table_rows(table, {**flt, key: flt[key][:half]}, key)
-                + self._table_rows(table, {**flt, key: flt[key][half:]}, key))
+        if flt and n >= 2:
+            half = n // 2
+            return (self._table_rows(table, {**flt, key: flt[key][:half]}, key)
+                    + self._table_rows(table, {**flt, key: flt[key][half:]}, key))
+        return self._id_ranges(table, flt, what, df)
 
-    def _pages(self, table: str, flt: dict | None, what: str, first: pd.DataFrame) -> list[pd.DataFrame]:
-        """A capped query no filter can split, read on in pages of the cap by ``offset``/``limit``
-        until a page comes back short (``first`` is the capped answer, page 0)."""
+    def _id_ranges(self, table: str, flt: dict | None, what: str, answer: pd.DataFrame,
+                   lo: int | None = None, hi: int | None = None) -> list[pd.DataFrame]:
+        """All rows with ``lo <= id < hi`` (None: unbounded), of which ``answer`` is the capped
+        part the server gave: an open range is closed around ``answer``'s ids (the rows beyond
+        them asked for apart), a closed one halved, until no range is capped."""
+        if lo is not None and hi is not None and hi - lo < 2:
+            return [answer]  # one id, the primary key: nothing can be missing
+        if lo is None or hi is None:
+            if not len(answer):
+                raise SourceError(f"{what}: the server capped an answer with no rows; cannot page {table}")
+            first, last = int(answer["id"].min()), int(answer["id"].max()) + 1
+            parts = (([(None, first)] if lo is None else [])
+                     + [(first if lo is None else lo, last if hi is None else hi)]
+                     + ([(last, None)] if hi is None else []))
+        else:
+            mid = lo + (hi - lo) // 2
+            parts = [(lo, mid), (mid, hi)]
         mat = self._materialize()
-        limit = int(self.row_limit or len(first))
-        if limit < 1:
-            raise SourceError(f"{what}: the server capped the result at {limit} rows; cannot page")
-        frames, offset, page = [first], len(first), first
-        while len(page) >= limit:
-            page, _ = self._query(f"{what} (rows {offset}+)", lambda off=offset: mat.query_table(
-                table, filter_in_dict=flt, split_positions=True, desired_resolution=RESOLUTION_NM,
-                materialization_version=self.version, metadata=False, offset=off, limit=limit,
-            ))
-            frames.append(page)
-            offset += len(page)
-        logger.info("%s: read in %d pages of %d rows", what, len(frames), limit)
+        frames: list[pd.DataFrame] = []
+        for part in parts:
+            got, capped = self._query(f"{what}, ids {_span(part)}",
+                                      lambda p=part: self._query_table(mat, table, flt, p))
+            outside = _outside(got["id"] if len(got) else pd.Series([], dtype="int64"), *part)
+            if outside is not None:
+                raise SourceError(
+                    f"{table}: asked for ids {_span(part)}, the server answered id {outside}: it (or a "
+                    "proxy) ignores the id range filters, so the capped table cannot be paged and the "
+                    "pull makes no progress; nothing was cached")
+            frames.extend(self._id_ranges(table, flt, what, got, *part) if capped else [got])
         return frames
 
     # -- synapses -------------------------------------------------------------------------------
@@ -605,8 +681,8 @@ class CaveSource(Source):
                 parts.write(key, batch)
             frames.append(batch)
         df = pd.concat(frames, ignore_index=True)
-        df = df.drop_duplicates("id").sort_values("id", kind="stable").reset_index(drop=True)
-        return conform(df, SYNAPSE_TABLE, origin=f"CAVE {self.namespace} v{self.version} {SYNAPSE_TABLE}")
+        df = conform(df, SYNAPSE_TABLE, origin=f"CAVE {self.namespace} v{self.version} {SYNAPSE_TABLE}")
+        return _sorted_unique(df, SYNAPSE_TABLE)
 
     def _fingerprint(self, roots: np.ndarray) -> str:
         h = hashlib.sha256(f"{self.namespace}|{self.version}|{self.batch_size}|".encode())
@@ -635,6 +711,30 @@ class CaveSource(Source):
             f"{what}: root {pre[0]} -> {post[0]} alone reaches the server's row cap "
             f"({self.row_limit}); cannot split further"
         )
+
+
+def _span(ids: tuple[int | None, int | None]) -> str:
+    lo, hi = ids
+    return f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi})"
+
+
+def _outside(ids: pd.Series, lo: int | None, hi: int | None) -> int | None:
+    """The first of ``ids`` outside ``[lo, hi)`` (None: unbounded), or None."""
+    bad = np.zeros(len(ids), dtype=bool)
+    if lo is not None:
+        bad |= ids.to_numpy() < lo
+    if hi is not None:
+        bad |= ids.to_numpy() >= hi
+    return int(ids.to_numpy()[bad][0]) if bad.any() else None
+
+
+def _sorted_unique(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``df`` sorted by ``id``; an id that came twice (pages that overlapped) is an error."""
+    dup = df["id"].duplicated()
+    if dup.any():
+        raise SourceError(f"{table}: the server returned id {int(df['id'][dup].iloc[0])} twice: pages "
+                          "overlapped, so rows may be missing too (nothing was cached); run the pull again")
+    return df.sort_values("id", kind="stable").reset_index(drop=True)
 
 
 def _canonical_table(df: pd.DataFrame, table: str) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from ..schema import (
     CELL_TYPE_TABLE, COLUMN_TABLE, MTYPE_TABLE, NUCLEUS_TABLE, PROOFREADING_TABLE, SYNAPSE_TABLE,
     conform,
 )
-from .base import Source, SourceError
+from .base import Source, SourceError, rows_in
 
 #: The bundled snapshot (package data).
 SNAPSHOT_DIR = Path(__file__).resolve().parents[1] / "data" / "v1_column"
@@ -177,10 +177,8 @@ class ColumnSource(Source):
                     progress: bool = True) -> pd.DataFrame:
         if table not in self._tables:
             raise SourceError(f"column: no table {table!r}; it has {sorted(self._tables)} and {SYNAPSE_TABLE}")
-        df = self._tables[table]
-        for col, values in (filter_in or {}).items():
-            df = df[df[col].isin(np.asarray(values))]
-        return conform(df, table, origin=f"column snapshot {self.snapshot.folder}")
+        return conform(rows_in(self._tables[table], filter_in), table,
+                       origin=f"column snapshot {self.snapshot.folder}")
 
     def fetch_synapses(self, root_ids: np.ndarray, *, parts: PartStore | None = None,
                        progress: bool = True) -> pd.DataFrame:

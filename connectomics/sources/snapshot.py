@@ -8,7 +8,9 @@ along x, y, z, is in order of precedence: ``resolution_nm`` (``--resolution X Y 
 ``dataframe_resolution`` a Parquet file carries (caveclient puts it in ``df.attrs``, which pandas
 writes to the Parquet metadata key ``PANDAS_ATTRS``); else voxels of 4 x 4 x 40 nm (the CAVE
 default). A table whose median soma depth falls outside the volume is refused with the resolution
-that would put it inside (the usual mistake: nm read as voxels, or the reverse).
+that would put it inside (the usual mistake: nm read as voxels, or the reverse); so is a synapse
+file whose median synapse (``ctr_pt_position``) depth does. A soma position that is missing or
+not a number is refused naming its file and row.
 
 The cache of a snapshot is keyed on its folder and its files' fingerprints (name, size,
 modification time): another snapshot, or a changed file, gets a cache folder of its own.
@@ -98,36 +100,63 @@ def _table_files(root: Path, table: str) -> list[Path]:
     return []
 
 
-def _median_depth_um(df: pd.DataFrame) -> float:
+def _median_depth_um(xyz_nm: np.ndarray) -> float:
     from ..layers import depth_um
 
-    return float(np.median(depth_um(df[[f"pt_position_{a}" for a in "xyz"]].to_numpy(dtype=float))))
+    return float(np.median(depth_um(xyz_nm)))
 
 
-def check_depths(df: pd.DataFrame, table: str, resolution: np.ndarray, where: str) -> None:
-    """Refuse ``table`` (positions in nm, read at ``resolution``) if its median soma depth lies
-    outside :data:`VOLUME_DEPTH_UM`, naming the unit that would put it inside."""
-    if "pt_position_x" not in df.columns or not len(df):
+def check_depths(df: pd.DataFrame, table: str, resolution: np.ndarray, where: str,
+                 prefix: str = "pt_position") -> None:
+    """Refuse ``table`` (positions in nm, read at ``resolution``) if the median depth of its points
+    ``prefix`` (somata; ``ctr_pt_position``: synapses, whose unknown ones are NaN) lies outside
+    :data:`VOLUME_DEPTH_UM`, naming the unit that would put it inside."""
+    cols = [f"{prefix}_{a}" for a in "xyz"]
+    if cols[0] not in df.columns:
+        return
+    xyz = df[cols].to_numpy(dtype=float)
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    if not len(xyz):
         return
     lo, hi = VOLUME_DEPTH_UM
-    depth = _median_depth_um(df)
+    depth = _median_depth_um(xyz)
     if lo <= depth <= hi:
         return
-    hints = []
-    for name, cand in COMMON_RESOLUTIONS_NM.items():
-        if np.allclose(cand, resolution):
-            continue
-        scaled = df.copy()
-        for i, a in enumerate("xyz"):
-            scaled[f"pt_position_{a}"] = scaled[f"pt_position_{a}"] / resolution[i] * cand[i]
-        if lo <= _median_depth_um(scaled) <= hi:
-            hints.append(f"the positions look like {name}: pass --resolution {' '.join(f'{c:g}' for c in cand)}")
+    hints = [f"the positions look like {name}: pass --resolution {' '.join(f'{c:g}' for c in cand)}"
+             for name, cand in COMMON_RESOLUTIONS_NM.items()
+             if not np.allclose(cand, resolution)
+             and lo <= _median_depth_um(xyz / resolution * np.asarray(cand)) <= hi]
     hint = hints[0] if hints else "check their unit and pass --resolution X Y Z"
+    what = "soma" if prefix == "pt_position" else f"{prefix}"
     raise SourceError(
         f"{where}: table {table!r}: read at {' x '.join(f'{r:g}' for r in resolution)} nm per unit, "
-        f"the median soma depth is {depth:.0f} um, outside the volume ({lo:g} to {hi:g} um below the "
+        f"the median {what} depth is {depth:.0f} um, outside the volume ({lo:g} to {hi:g} um below the "
         f"pia); {hint}"
     )
+
+
+def _check_soma_positions(df: pd.DataFrame, table: str, where: str) -> None:
+    """Refuse a row whose soma position (``pt_position``, nm) is missing or not a number."""
+    cols = [f"pt_position_{a}" for a in "xyz"]
+    if cols[0] not in SCHEMAS[table] or cols[0] not in df.columns:
+        return
+    bad = ~np.isfinite(df[cols].to_numpy(dtype=float)).all(axis=1)
+    if bad.any():
+        row = df.index[bad.nonzero()[0][0]]
+        raise SourceError(f"{where}: table {table!r}: row {row}: the soma position pt_position is missing "
+                          "or not a number")
+
+
+def _resolution_nm(resolution_nm: Sequence[float]) -> np.ndarray:
+    """``--resolution X Y Z`` as (3,) nm per unit; anything but 3 positive numbers: SourceError."""
+    try:
+        res = np.asarray(resolution_nm, dtype=float).reshape(3)
+    except (TypeError, ValueError):
+        raise SourceError(f"--resolution {resolution_nm!r}: give 3 numbers, nm per unit along x y z") from None
+    if not np.all(np.isfinite(res) & (res > 0)):
+        raise SourceError(f"--resolution {' '.join(f'{r:g}' for r in res)}: must be positive (nm per "
+                          "position unit along x y z)")
+    return res
 
 
 class SnapshotSource(Source):
@@ -143,7 +172,7 @@ class SnapshotSource(Source):
             raise SourceError(f"snapshot: {self.path} is not a folder")
         self.namespace = f"snapshot-{datastack}"
         self.version = int(version)
-        self.resolution = None if resolution_nm is None else np.asarray(resolution_nm, dtype=float).reshape(3)
+        self.resolution = None if resolution_nm is None else _resolution_nm(resolution_nm)
         self.batch_rows = batch_rows
 
     @property
@@ -192,6 +221,8 @@ class SnapshotSource(Source):
         df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed")])
         df.index = pd.RangeIndex(offset, offset + len(df))
         df = split_positions_nm(df, _POS_PREFIXES, self.resolution_of(path), origin=str(path))
+        if table != SYNAPSE_TABLE:
+            _check_soma_positions(df, table, str(path))
         if table == SYNAPSE_TABLE and "size" in df.columns:
             df["size"] = pd.to_numeric(df["size"], errors="coerce").round()
         return conform(df, table, origin=str(path))
@@ -236,6 +267,7 @@ class SnapshotSource(Source):
                 if last is not None and path != last:
                     bar.update()
                 last = path
+                check_depths(df, SYNAPSE_TABLE, self.resolution_of(path), str(path), prefix="ctr_pt_position")
                 pre, post = df["pre_pt_root_id"].to_numpy(), df["post_pt_root_id"].to_numpy()
                 keep = np.isin(pre, roots) & np.isin(post, roots) & (pre != post)  # no autapses, as CAVE
                 frames.append(df[keep])

@@ -33,7 +33,7 @@ from ..schema import (
     CELL_TYPE_TABLE, COLUMN_TABLE, MTYPE_TABLE, NUCLEUS_TABLE, PROOFREADING_TABLE, SYNAPSE_TABLE,
     conform,
 )
-from .base import Source, SourceError
+from .base import Source, SourceError, rows_in
 
 #: Column centre in the minnie65 frame (um): lateral x, z.
 COLUMN_CENTER_UM = (700.0, 850.0)
@@ -51,8 +51,10 @@ class SurrogateColumn:
     pair_probability: np.ndarray  # (n, n) p_ij used for sampling (diagonal 0)
 
 
-def _layer_bands(bounds: LayerBounds) -> pd.DataFrame:
-    """Depth band (top, bottom, um) of every CENSUS row."""
+def layer_bands(bounds: LayerBounds) -> pd.DataFrame:
+    """The census table (:func:`connectomics.census.census_table`) with the depth band of every
+    row (``top_um``, ``bottom_um``, um below the pia): its layer's band of ``bounds``, cut in
+    m-type order among the layer's excitatory rows; an inhibitory row spans its whole layer."""
     table = census.census_table()
     tops, bottoms = np.zeros(len(table)), np.zeros(len(table))
     for layer, rows in table.groupby("layer", sort=False):
@@ -74,7 +76,7 @@ def generate_column(seed: int = 0, bounds: LayerBounds | None = None) -> Surroga
     """Draw a surrogate column (cells and synapses) from the embedded figures with ``seed``."""
     bounds = bounds or LayerBounds()
     rng = np.random.default_rng(seed)
-    bands = _layer_bands(bounds)
+    bands = layer_bands(bounds)
     rep = bands.loc[bands.index.repeat(bands["n_cells"])].reset_index(drop=True)
     n = len(rep)
     depth = rng.uniform(rep["top_um"], rep["bottom_um"])
@@ -127,6 +129,35 @@ def generate_column(seed: int = 0, bounds: LayerBounds | None = None) -> Surroga
     return SurrogateColumn(cells=cells, synapses=synapses, pair_probability=p)
 
 
+def cell_tables(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The cell tables (all but synapses) of generated ``cells``, as CAVE would serve them.
+
+    ``cells``: one row per cell with ``nucleus_id, root_id, cell_type, mtype, ei`` and the soma
+    position ``x_nm, y_nm, z_nm`` (nm), ``volume_um3``. Proofreading: every cell's dendrite
+    extended; an excitatory axon clean (partially extended), an inhibitory one extended.
+    """
+    c = cells
+    pos = {"pt_position_x": c["x_nm"], "pt_position_y": c["y_nm"], "pt_position_z": c["z_nm"]}
+    system = np.where(c["ei"] == "I", "aibs_coarse_inhibitory",
+                      "aibs_coarse_excitatory")
+    ids = np.arange(1, len(c) + 1, dtype=np.int64)
+    typed = {"id": ids, "target_id": c["nucleus_id"], "pt_root_id": c["root_id"],
+             "classification_system": system, **pos}
+    return {
+        COLUMN_TABLE: pd.DataFrame({**typed, "cell_type": c["cell_type"]}),
+        CELL_TYPE_TABLE: pd.DataFrame({**typed, "cell_type": c["cell_type"]}),
+        MTYPE_TABLE: pd.DataFrame({**typed, "cell_type": c["mtype"]}),
+        NUCLEUS_TABLE: pd.DataFrame({"id": c["nucleus_id"], "pt_root_id": c["root_id"],
+                                     "volume": c["volume_um3"], **pos}),
+        PROOFREADING_TABLE: pd.DataFrame({
+            "id": ids, "pt_root_id": c["root_id"], "valid_id": c["root_id"],
+            "status_dendrite": "extended", "status_axon": np.where(c["ei"] == "E", "clean", "extended"),
+            "strategy_dendrite": "dendrite_extended",
+            "strategy_axon": np.where(c["ei"] == "E", "axon_partially_extended", "axon_fully_extended"),
+        }),
+    }
+
+
 class SurrogateSource(Source):
     """Offline source of a surrogate V1 column (see module docstring). Not MICrONS synapses."""
 
@@ -143,37 +174,12 @@ class SurrogateSource(Source):
     def column(self) -> SurrogateColumn:
         return generate_column(self.seed, self.bounds)
 
-    def _tables(self) -> dict[str, pd.DataFrame]:
-        c = self.column.cells
-        pos = {"pt_position_x": c["x_nm"], "pt_position_y": c["y_nm"], "pt_position_z": c["z_nm"]}
-        system = np.where(c["ei"] == "I", "aibs_coarse_inhibitory",
-                          "aibs_coarse_excitatory")
-        ids = np.arange(1, len(c) + 1, dtype=np.int64)
-        typed = {"id": ids, "target_id": c["nucleus_id"], "pt_root_id": c["root_id"],
-                 "classification_system": system, **pos}
-        return {
-            COLUMN_TABLE: pd.DataFrame({**typed, "cell_type": c["cell_type"]}),
-            CELL_TYPE_TABLE: pd.DataFrame({**typed, "cell_type": c["cell_type"]}),
-            MTYPE_TABLE: pd.DataFrame({**typed, "cell_type": c["mtype"]}),
-            NUCLEUS_TABLE: pd.DataFrame({"id": c["nucleus_id"], "pt_root_id": c["root_id"],
-                                         "volume": c["volume_um3"], **pos}),
-            PROOFREADING_TABLE: pd.DataFrame({
-                "id": ids, "pt_root_id": c["root_id"], "valid_id": c["root_id"],
-                "status_dendrite": "extended", "status_axon": np.where(c["ei"] == "E", "clean", "extended"),
-                "strategy_dendrite": "dendrite_extended",
-                "strategy_axon": np.where(c["ei"] == "E", "axon_partially_extended", "axon_fully_extended"),
-            }),
-        }
-
     def fetch_table(self, table: str, *, filter_in: Mapping[str, Sequence] | None = None,
                     progress: bool = True) -> pd.DataFrame:
-        tables = self._tables()
+        tables = cell_tables(self.column.cells)
         if table not in tables:
             raise SourceError(f"surrogate: no table {table!r}; it has {sorted(tables)} and {SYNAPSE_TABLE}")
-        df = tables[table]
-        for col, values in (filter_in or {}).items():
-            df = df[df[col].isin(np.asarray(values))]
-        return conform(df, table, origin="surrogate")
+        return conform(rows_in(tables[table], filter_in), table, origin="surrogate")
 
     def fetch_synapses(self, root_ids: np.ndarray, *, parts: PartStore | None = None,
                        progress: bool = True) -> pd.DataFrame:

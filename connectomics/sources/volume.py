@@ -14,26 +14,20 @@ Cells
     the volume gets ``round(n_exc * 163 / 1188)`` inhibitory cells (minus any the table already
     holds), split over the census's inhibitory rows (type x layer: NGC 22 in L1; BC 17/13/9/19,
     MC 16/12/8/18, BPC 9/6/5/9 in L2/3/L4/L5/L6) by largest remainder. As in the column surrogate
-    an inhibitory cell's depth is uniform in its layer's band; its lateral (x, z) position is that
+    an inhibitory cell's depth is uniform in its layer's band
+    (:func:`connectomics.sources.surrogate.layer_bands`); its lateral (x, z) position is that
     of a random excitatory cell of the same layer plus N(0, 20 um) jitter, so inhibitory cells
     follow the imaged volume's footprint. (The column census's fraction is applied to the
     volume; the m-type -> layer placement of the census is itself an assumption, see
     :mod:`connectomics.census`.) Inhibitory root ids start at :data:`INH_ROOT_ID_BASE`; all
-    nucleus ids (:data:`NUCLEUS_ID_BASE` + rank by root id) and soma volumes are synthetic.
+    nucleus ids (:data:`NUCLEUS_ID_BASE` + rank by root id) and soma volumes are synthetic. The
+    cell tables are those the column surrogate serves for its cells
+    (:func:`connectomics.sources.surrogate.cell_tables`).
 
 Synapses
-    The column surrogate's rule (:mod:`connectomics.sources.surrogate`): pair (i, j), i != j, is
-    connected with p = pmax[c_i, c_j] * exp(-r^2 / (2 sigma[e_i, e_j]^2)) (V1DD pmax by class,
-    sigma by E/I, r the lateral x-z soma distance in the minnie65 frame), a connected pair gets
-    1 + Poisson(lambda_pre) synapses of lognormal size placed N(0, 30 um) around the
-    postsynaptic soma. Pre cells are processed in blocks (never an n x n matrix: one
-    ``chunk_rows`` x n slab at a time), and **each pre cell draws from its own generator**
-    ``SeedSequence([seed, 2, i])`` (i = node index, cells sorted by root id), so the synapse
-    table depends only on the seed and the cells, not on block size or processing order.
-    p is computed in float32 (exponent floored at -60) and drawn as ``u >= fl32(1 - p)`` with
-    u a float32 uniform, which resolves p to 2^-24 (about 6e-8) by rounding: pairs whose p is
-    below about 3e-8 (far apart) are never connected. Synapse ids are ``(i + 1) * 2**24 + k``
-    (k-th synapse of pre cell i).
+    Drawn by the column surrogate's distance rule, pre cell by pre cell, by
+    :class:`connectomics.synapse_sampler.SynapseSampler` (its module says how; the table depends
+    only on the seed and the cells).
 
 Cache layout (``<cache>/volume/v<seed>-<key>/``; ``key`` hashes the cell table, ``fraction``, the layer
 bounds and :data:`GENERATOR_VERSION`)::
@@ -56,24 +50,24 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import census
-from .atomic_io import sha256_of
-from .cache import CacheError, TableCache, partition_key, write_partition_file
-from .cell_types import check_labels, ei_class
-from .layers import LayerBounds, frame_um_to_nm, nm_to_frame_um
-from .positions import NM, VOXEL_NM, has_position, position_nm
-from .pull import pull_column_tables
-from .schema import COLUMN_TABLES, MTYPE_TABLE, SYNAPSE_TABLE, SchemaError, conform, empty
-from .sources.base import SourceError
-from .sources.surrogate import SurrogateSource, _layer_bands
+from .. import census
+from ..atomic_io import sha256_of
+from ..cache import CacheError, TableCache, partition_key, write_partition_file
+from ..cell_types import check_labels, ei_class
+from ..layers import LayerBounds, frame_um_to_nm, nm_to_frame_um
+from ..positions import NM, VOXEL_NM, has_position, position_nm
+from ..pull import pull_column_tables
+from ..schema import COLUMN_TABLES, MTYPE_TABLE, SYNAPSE_TABLE, SchemaError, conform
+from ..synapse_sampler import CHUNK_ROWS, PARTITION_CELLS, SynapseSampler
+from .base import Source, SourceError, rows_in
+from .surrogate import cell_tables, layer_bands
 
 #: bump when the sampling changes: it is part of the cache version
 GENERATOR_VERSION = 1
@@ -82,13 +76,10 @@ CENSUS_INHIBITORY = sum(n for _, t, _, n in census.CENSUS if ei_class(t) == "I")
 INH_ROOT_ID_BASE = 864691190000000000
 NUCLEUS_ID_BASE = 10_000_000
 LATERAL_JITTER_UM = 20.0
-SYNAPSE_SCATTER_UM = 30.0
-#: pre cells per partition file, and per (chunk_rows x n) slab inside one
-PARTITION_CELLS = 512
-CHUNK_ROWS = 32
-EXPONENT_FLOOR = -60.0
 PART_FOLDER = SYNAPSE_TABLE
-_STREAM_CELLS, _STREAM_SUBSET, _STREAM_SYNAPSES = 0, 1, 2
+#: random streams of the cells (``SeedSequence([seed, stream])``); the synapses' is
+#: :data:`connectomics.synapse_sampler.STREAM_SYNAPSES`
+_STREAM_CELLS, _STREAM_SUBSET = 0, 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,7 +132,7 @@ def synthetic_cell_table(n_cells: int = 3000, seed: int = 0, width_um: tuple[flo
     ``width_um`` (x, z) rectangle of the minnie65 frame."""
     bounds = bounds or LayerBounds()
     rng = np.random.default_rng(seed)
-    bands = _layer_bands(bounds)
+    bands = layer_bands(bounds)
     exc = bands[bands["cell_type"].map(ei_class) == "E"].reset_index(drop=True)
     rows = exc.loc[rng.choice(len(exc), size=n_cells, p=exc["n_cells"] / exc["n_cells"].sum())]
     depth = rng.uniform(rows["top_um"], rows["bottom_um"])
@@ -195,7 +186,7 @@ def volume_cells(table: pd.DataFrame, seed: int = 0, fraction: float = 1.0,
         raise SourceError("the cell table holds no excitatory cell")
 
     # inhibitory cells at the census density
-    bands = _layer_bands(bounds)
+    bands = layer_bands(bounds)
     counts = inhibitory_counts(int((ei == "E").sum()), int((ei == "I").sum()))
     rows = []
     for r in counts.itertuples():
@@ -240,124 +231,8 @@ def volume_cells(table: pd.DataFrame, seed: int = 0, fraction: float = 1.0,
 
 
 # ------------------------------------------------------------------------------------------------
-# synapses
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class SynapseSampler:
-    """Draws the synapses of blocks of pre cells (everything a Dask worker needs: small arrays).
-
-    ``partition(b)`` is the ``synapses_pni_2`` table of pre cells ``b*partition_cells ...``;
-    it depends only on ``seed`` and the cells (see the module docstring).
-    """
-
-    seed: int
-    root_ids: np.ndarray          # (n,) int64, node order
-    frame_um: np.ndarray          # (n, 3) float64, minnie65 frame (x, depth, z)
-    pmax_class: np.ndarray        # (n,) int codes into census.PMAX_CLASSES
-    is_e: np.ndarray              # (n,) bool
-    partition_cells: int = PARTITION_CELLS
-    chunk_rows: int = CHUNK_ROWS
-    _lat: np.ndarray = field(init=False, repr=False)
-    _pmax_post: np.ndarray = field(init=False, repr=False)
-    _neg_inv_post: np.ndarray = field(init=False, repr=False)
-
-    @classmethod
-    def from_cells(cls, cells: pd.DataFrame, seed: int, **kw) -> "SynapseSampler":
-        return cls(
-            seed=int(seed), root_ids=cells["root_id"].to_numpy(np.int64),
-            frame_um=cells[["fx_um", "fy_um", "fz_um"]].to_numpy(float),
-            pmax_class=pd.Categorical(cells["pmax_class"], categories=census.PMAX_CLASSES).codes.astype(np.int64),
-            is_e=(cells["ei"] == "E").to_numpy(), **kw)
-
-    def __post_init__(self) -> None:
-        if (self.pmax_class < 0).any():
-            raise ValueError("a cell has no pmax class")
-        self._lat = np.ascontiguousarray(self.frame_um[:, [0, 2]], dtype=np.float32)
-        # pmax of every pre class onto each post cell: (n_classes, n)
-        self._pmax_post = census.PMAX.to_numpy()[:, self.pmax_class].astype(np.float32)
-        s = census.SIGMA_UM
-        # -1 / (2 sigma^2) of an E (row 0) or I (row 1) pre cell onto each post cell: (2, n)
-        inv = np.array([[s["E"]["E"], s["E"]["I"]], [s["I"]["E"], s["I"]["I"]]]) ** -2 / -2.0
-        self._neg_inv_post = inv[:, np.where(self.is_e, 0, 1)].astype(np.float32)
-        lam = census.SYNAPSES_PER_CONNECTION_EXTRA_MEAN
-        self._lam = np.where(self.is_e, lam["E"], lam["I"])
-
-    @property
-    def n(self) -> int:
-        return len(self.root_ids)
-
-    @property
-    def n_partitions(self) -> int:
-        return max(1, -(-self.n // self.partition_cells))
-
-    def rows_of(self, b: int) -> range:
-        return range(b * self.partition_cells, min(self.n, (b + 1) * self.partition_cells))
-
-    def pair_probability(self, rows: np.ndarray) -> np.ndarray:
-        """p of pre cells ``rows`` onto every cell, (len(rows), n) float32 (diagonal 0)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        lat = self._lat
-        dx = lat[rows, 0, None] - lat[None, :, 0]
-        dz = lat[rows, 1, None] - lat[None, :, 1]
-        dx *= dx
-        dz *= dz
-        dx += dz                                          # r^2
-        dx *= self._neg_inv_post[np.where(self.is_e[rows], 0, 1)]
-        np.maximum(dx, EXPONENT_FLOOR, out=dx)
-        np.exp(dx, out=dx)
-        dx *= self._pmax_post[self.pmax_class[rows]]
-        dx[np.arange(len(rows)), rows] = 0.0
-        return dx
-
-    def generator(self, i: int) -> np.random.Generator:
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, _STREAM_SYNAPSES, int(i)])))
-
-    def partition(self, b: int) -> pd.DataFrame:
-        """The synapses of partition ``b`` in the ``synapses_pni_2`` schema, sorted by id."""
-        rows = self.rows_of(b)
-        u = np.empty((min(self.chunk_rows, len(rows)), self.n), dtype=np.float32)
-        mu, sd = census.SYNAPSE_SIZE_LOGNORMAL
-        out_pre, out_post, out_id, out_size, out_noise = [], [], [], [], []
-        for c0 in range(rows.start, rows.stop, self.chunk_rows):
-            chunk = np.arange(c0, min(rows.stop, c0 + self.chunk_rows))
-            q = self.pair_probability(chunk)
-            np.subtract(np.float32(1.0), q, out=q)        # connect iff u >= fl32(1 - p)
-            gens = [self.generator(i) for i in chunk]
-            for k, g in enumerate(gens):
-                g.random(out=u[k], dtype=np.float32)
-            hit = u[: len(chunk)] >= q
-            for k, (i, g) in enumerate(zip(chunk, gens)):
-                post = np.flatnonzero(hit[k])
-                nsyn = 1 + g.poisson(self._lam[i], size=len(post))
-                m = int(nsyn.sum())
-                out_pre.append(np.full(m, i, dtype=np.int64))
-                out_post.append(np.repeat(post, nsyn))
-                out_id.append((np.int64(i) + 1) * (1 << 24) + np.arange(m, dtype=np.int64))
-                out_size.append(g.lognormal(mu, sd, size=m))
-                out_noise.append(g.normal(0.0, SYNAPSE_SCATTER_UM, size=(m, 3)))
-        if not out_pre:
-            return empty(SYNAPSE_TABLE)
-        pre, post = np.concatenate(out_pre), np.concatenate(out_post)
-        size = np.maximum(1, np.rint(np.concatenate(out_size))).astype(np.int64)
-        ctr = frame_um_to_nm(self.frame_um[post] + np.concatenate(out_noise)) if len(post) else np.zeros((0, 3))
-        return pd.DataFrame({
-            "id": np.concatenate(out_id), "pre_pt_root_id": self.root_ids[pre],
-            "post_pt_root_id": self.root_ids[post], "size": size,
-            "ctr_pt_position_x": ctr[:, 0], "ctr_pt_position_y": ctr[:, 1], "ctr_pt_position_z": ctr[:, 2],
-        })
-
-
-# ------------------------------------------------------------------------------------------------
 # partitions in the cache
 # ------------------------------------------------------------------------------------------------
-def part_key(b: int) -> str:
-    return partition_key(SYNAPSE_TABLE, b)
-
-
-def part_path(cache: TableCache, b: int) -> Path:
-    return cache.partition_path(SYNAPSE_TABLE, b)
-
-
 def write_partition(sampler: SynapseSampler, b: int, folder: str) -> dict:
     """Draw partition ``b`` and write it atomically under ``folder`` (a cache dir); returns its
     manifest entry. Runs in-process or as a Dask task."""
@@ -372,8 +247,8 @@ def _complete_parts(cache: TableCache, sampler: SynapseSampler, verify: bool) ->
     m = cache.manifest()
     done = {}
     for b in range(sampler.n_partitions):
-        e = m.get(part_key(b))
-        p = part_path(cache, b)
+        e = m.get(partition_key(SYNAPSE_TABLE, b))
+        p = cache.partition_path(SYNAPSE_TABLE, b)
         rows = sampler.rows_of(b)
         if e is None or not p.exists() or e.get("pre_cells") != [rows.start, rows.stop]:
             continue
@@ -381,16 +256,6 @@ def _complete_parts(cache: TableCache, sampler: SynapseSampler, verify: bool) ->
             continue
         done[b] = e
     return done
-
-
-def drop_partitions(cache: TableCache) -> None:
-    """Remove the partitioned synapse table (files and manifest entries)."""
-    cache.drop_partitions(SYNAPSE_TABLE)
-
-
-def partition_files(cache: TableCache, verify: bool = True) -> list[Path]:
-    """Paths of the complete partitioned synapse table, checked against the manifest."""
-    return cache.partition_files(SYNAPSE_TABLE, verify=verify)
 
 
 def write_synapse_partitions(source: "VolumeSource", cache: TableCache, *, client=None,
@@ -412,7 +277,7 @@ def write_synapse_partitions(source: "VolumeSource", cache: TableCache, *, clien
 
     def record(entry: dict, b: int) -> None:
         nonlocal last
-        pending[part_key(b)] = {**entry, "source": source.kind, "query": source.describe()}
+        pending[partition_key(SYNAPSE_TABLE, b)] = {**entry, "source": source.kind, "query": source.describe()}
         done[b] = entry
         if time.monotonic() - last > 2.0:
             cache.update_manifest(pending)
@@ -453,10 +318,10 @@ def ensure_tables(source: "VolumeSource", cache: TableCache, *, client=None, ref
     cell_tables = tuple(t for t in COLUMN_TABLES if t != SYNAPSE_TABLE)
     tables = pull_column_tables(source, cache, tables=cell_tables, refresh=refresh, progress=progress)
     try:
-        files = partition_files(cache)
+        files = cache.partition_files(SYNAPSE_TABLE)
         entry = cache.manifest()[SYNAPSE_TABLE]
         if entry["query"].get("partition_cells") != source.partition_cells:   # other blocks: redo
-            drop_partitions(cache)
+            cache.drop_partitions(SYNAPSE_TABLE)
             raise CacheError("partitioned with another block size")
     except CacheError:
         files = write_synapse_partitions(source, cache, client=client, progress=progress)
@@ -475,7 +340,7 @@ def _digest_of(cells: str | os.PathLike | pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-class VolumeSource(SurrogateSource):
+class VolumeSource(Source):
     """Offline source of the volume surrogate (module docstring). Its cell tables are the
     canonical CAVE ones (``allen_v1_column_types_slanted_ref`` then lists every cell of the
     volume); its synapse table is partitioned (:func:`ensure_tables`), and
@@ -483,11 +348,13 @@ class VolumeSource(SurrogateSource):
 
     kind = "volume"
     namespace = "volume"
+    provenance = "generated"
 
     def __init__(self, cells: str | os.PathLike | pd.DataFrame, seed: int = 0, fraction: float = 1.0,
                  bounds: LayerBounds | None = None, partition_cells: int = PARTITION_CELLS,
                  chunk_rows: int = CHUNK_ROWS) -> None:
-        super().__init__(seed=seed, bounds=bounds)
+        self.seed = int(seed)
+        self.bounds = bounds or LayerBounds()
         if not 0.0 < float(fraction) <= 1.0:
             raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
         self.cells_input = cells
@@ -507,19 +374,19 @@ class VolumeSource(SurrogateSource):
         return volume_cells(read_cell_table(self.cells_input), self.seed, self.fraction, self.bounds)
 
     @cached_property
-    def column(self) -> SimpleNamespace:  # the surrogate's table builders read ``column.cells``
-        return SimpleNamespace(cells=self.cells)
-
-    @cached_property
     def sampler(self) -> SynapseSampler:
         return SynapseSampler.from_cells(self.cells, self.seed, partition_cells=self.partition_cells,
                                          chunk_rows=self.chunk_rows)
 
-    def _tables(self) -> dict[str, pd.DataFrame]:
-        tables = super()._tables()
-        mt = tables[MTYPE_TABLE]
-        tables[MTYPE_TABLE] = mt[mt["cell_type"] != "none"]   # only the census inhibitory cells have one
-        return tables
+    def fetch_table(self, table: str, *, filter_in: Mapping[str, Sequence] | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+        tables = cell_tables(self.cells)
+        if table not in tables:
+            raise SourceError(f"volume: no table {table!r}; it has {sorted(tables)} and {SYNAPSE_TABLE}")
+        df = tables[table]
+        if table == MTYPE_TABLE:
+            df = df[df["cell_type"] != "none"]   # only the census inhibitory cells have one
+        return conform(rows_in(df, filter_in), table, origin="volume")
 
     def fetch_synapses(self, root_ids: np.ndarray, *, parts=None, progress: bool = True) -> pd.DataFrame:
         s = pd.concat([self.sampler.partition(b) for b in range(self.sampler.n_partitions)], ignore_index=True)
@@ -531,7 +398,7 @@ class VolumeSource(SurrogateSource):
         """The cell tables and the partitioned synapse files (:func:`ensure_tables`; generated on
         ``client``'s Dask workers when given), and whether all were cached already."""
         try:
-            partition_files(cache, verify=False)     # ensure_tables verifies the checksums
+            cache.partition_files(SYNAPSE_TABLE, verify=False)     # ensure_tables verifies the checksums
             had_all = not refresh and all(cache.has(t) for t in COLUMN_TABLES if t != SYNAPSE_TABLE)
         except (CacheError, KeyError):
             had_all = False
