@@ -1,4 +1,4 @@
-"""Graph statistics: the numbers behind :mod:`connectomics.plot`, the build summary and the
+"""Graph statistics: the numbers behind :mod:`connectomics.plots`, the build summary and the
 compiler's type-level masks.
 
 Connection probability is defined once (:func:`connection_probability`): connected ordered

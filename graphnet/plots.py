@@ -1,7 +1,7 @@
 """Figures of a compiled column: its connectome masks (:func:`mask_images`).
 
-Built without pyplot, like :mod:`connectomics.plot` (whose colours it shares): save with
-:func:`connectomics.plot.save_figure` or let Jupyter display the figure.
+Built without pyplot, like :mod:`connectomics.plots` (whose colours it shares): save with
+:func:`connectomics.plots.save_figure` or let Jupyter display the figure.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
-from connectomics.plot import E_COLOR, I_COLOR
+from connectomics.plots import E_COLOR, I_COLOR
 
 from .column import CorticalColumn
 

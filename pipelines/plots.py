@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from connectomics.plot import save_figure
+from connectomics.plots import save_figure
 
 _SPLITS = ("train", "val", "valid", "validation", "test", "eval")
 

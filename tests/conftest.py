@@ -46,7 +46,7 @@ def column_graph(tmp_path_factory):
     return build_graph(ColumnSource(), root, progress=False)
 
 
-# -- figure helpers (tests of connectomics.plot, graphnet.plots, pipelines.plots) -------------------
+# -- figure helpers (tests of connectomics.plots, graphnet.plots, pipelines.plots) -------------------
 def images(fig) -> list:
     """Every ``AxesImage`` of a matplotlib figure, axes in order."""
     return [im for ax in fig.axes for im in ax.get_images()]

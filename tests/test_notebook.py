@@ -99,14 +99,14 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert (graph_dir / "exports" / "type_graph.graphml").stat().st_size > 0
     assert (graph_dir / "exports" / "neurons.graphml").stat().st_size > 0
     # every plot cell drew a figure (PNG), not a bare "<Figure ...>" repr
-    figure_calls = ("plot.", "mask_images(")
+    figure_calls = ("plots.", "mask_images(")
     plot_cells = [c for c in code if c.source.strip() and c.source.strip().splitlines()[-1].startswith(figure_calls)]
     assert len(plot_cells) >= 10
     for c in plot_cells:
         assert any("image/png" in o.get("data", {}) for o in c.outputs), c.source
     assert "CorticalColumn(" in text  # print(column)
     # the real column beside the surrogate: a figure; Neuroglancer: one link per layer A-D
-    (cmp_cell,) = [c for c in code if "compare_null_models(pair)" in c.source]
+    (cmp_cell,) = [c for c in code if "compare_graphs(pair)" in c.source]
     assert any("image/png" in o.get("data", {}) for o in cmp_cell.outputs)
     (ng_cell,) = [c for c in code if "neuroglancer_state(" in c.source]
     html = "".join(o.get("data", {}).get("text/html", "") for o in ng_cell.outputs)

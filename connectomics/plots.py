@@ -6,7 +6,7 @@ registry, no ``plt.show``), so it works under any backend, Agg included; save it
 
 Graph figures
     :func:`cells_per_type_layer`, :func:`soma_depths`, :func:`connectivity_matrix`,
-    :func:`layer_flow`, :func:`degree_distributions`, :func:`compare_null_models` and
+    :func:`layer_flow`, :func:`degree_distributions`, :func:`compare_graphs` and
     :func:`save_graph_plots`. The numbers they draw are :mod:`connectomics.stats`' tables.
 
 A compiled column's masks are drawn by :mod:`graphnet.plots`, training curves and confusion
@@ -393,16 +393,18 @@ def _ccdf(ax, vals: np.ndarray, **kw) -> None:
     ax.step(v, 1.0 - np.arange(len(v)) / len(v), where="post", **kw)
 
 
-def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connection_probability",
-                        order: str | Sequence[str] = "ei") -> Figure:
-    """The connectome beside its null models (first entry = reference).
+def compare_graphs(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connection_probability",
+                   order: str | Sequence[str] = "ei") -> Figure:
+    """Graphs of the same cells side by side, the first entry the reference: a connectome beside
+    its null models, the real column beside the surrogate, two materializations.
 
-    Top row: each graph's population x population ``value`` matrix on one shared colour scale.
-    Bottom: E/I class connection probabilities; in- and out-degree distributions
-    (complementary CDFs); reciprocity and the correlation of each matrix with the reference's.
+    Top row: each graph's population x population ``value`` matrix on one shared colour scale
+    (populations of the reference, in ``order``). Bottom: E/I class connection probabilities;
+    in- and out-degree distributions (complementary CDFs); reciprocity and the correlation of
+    each matrix with the reference's.
     """
     if not graphs:
-        raise ValueError("compare_null_models needs at least one graph")
+        raise ValueError("compare_graphs needs at least one graph")
     names = list(graphs)
     ref = graphs[names[0]]
     rows = stats.population_order(ref, order) if isinstance(order, str) else list(order)
@@ -449,14 +451,14 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
         _ccdf(axd, deg["in_degree"], color=palette[i % 10], lw=lw, ls="--", label=f"{n} in")
     axc.set_xticks(np.arange(4), [c.replace("->", "\u2192") for c in classes])
     axc.set_ylabel("connection probability")
-    axc.set_title("Connection probability by class")
+    axc.set_title("Connection probability by class", fontsize=10)
     axc.legend(fontsize=7, frameon=False)
     axd.set_yscale("log")
     axd.set_xlabel("degree (connected partners)")
     axd.set_ylabel("fraction of cells with degree \u2265 x")
-    axd.set_title("Degree distributions (solid: out, dashed: in)")
-    axd.text(0.98, 0.02, "degree-preserving nulls overlap the connectome", transform=axd.transAxes,
-             ha="right", va="bottom", fontsize=7, color="0.4")
+    axd.set_title("Degree distributions (solid: out, dashed: in)"
+                  + ("\n(earlier graphs drawn wider: equal curves stay visible)" if k > 1 else ""),
+                  fontsize=10)
     axd.legend(fontsize=6, frameon=False, ncol=2)
     rec = [stats.reciprocity(graphs[n]) for n in names]
     refm = tables[names[0]].to_numpy(float).ravel()
@@ -471,12 +473,13 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
     axr.bar(x + 0.2, corr, 0.4, label=f"matrix r with {names[0]}", color=E_COLOR, alpha=0.8)
     axr.set_xticks(x, names, rotation=20, ha="right")
     axr.axhline(0, color="black", lw=0.6)
-    axr.set_title("Reciprocity; type-matrix correlation")
+    axr.set_title("Reciprocity; type-matrix correlation", fontsize=10)
     axr.set_ylim(min(0.0, np.nanmin([*rec, *corr, 0.0]) - 0.05), 1.3)
     axr.legend(fontsize=7, frameon=False, loc="upper center", ncol=2)
     for a in (axc, axd, axr):
         a.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(f"Connectome vs null models: {VALUE_LABELS.get(value, value)}")
+    fig.suptitle(f"{names[0]} vs {', '.join(names[1:])}: {VALUE_LABELS.get(value, value)}" if k > 1
+                 else f"{names[0]}: {VALUE_LABELS.get(value, value)}")
     return fig
 
 

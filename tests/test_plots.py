@@ -1,4 +1,4 @@
-"""connectomics.plot and connectomics.stats: every figure returns a Figure whose drawn data is the
+"""connectomics.plots and connectomics.stats: every figure returns a Figure whose drawn data is the
 graph's own numbers, as the stats tables give them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from connectomics import ConnectomeGraph
-from connectomics import plot as P
+from connectomics import plots as P
 from connectomics import stats as S
 from connectomics.layers import LayerBounds
 from tests.conftest import image_data, images, lines_with_gid
@@ -24,7 +24,7 @@ def graph(surrogate_graph) -> ConnectomeGraph:
 
 
 def test_module_imports_neither_pyplot_nor_graphnet():
-    code = ("import sys, connectomics.plot; "
+    code = ("import sys, connectomics.plots; "
             "bad = [m for m in ('graphnet', 'matplotlib.pyplot', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -201,9 +201,9 @@ def _shuffled(graph: ConnectomeGraph, seed: int = 1) -> ConnectomeGraph:
     return ConnectomeGraph(nodes=graph.nodes, edges=e, meta={"null_model": "test"})
 
 
-def test_compare_null_models(graph):
+def test_compare_graphs(graph):
     graphs = {"connectome": graph, "shuffled": _shuffled(graph)}
-    fig = P.compare_null_models(graphs)
+    fig = P.compare_graphs(graphs)
     ims = images(fig)
     assert len(ims) == 2
     assert ims[0].norm.vmin == ims[1].norm.vmin and ims[0].norm.vmax == ims[1].norm.vmax
@@ -221,7 +221,7 @@ def test_compare_null_models(graph):
     r = S.reciprocity(graph)
     assert 0 < r < 1
     with pytest.raises(ValueError):
-        P.compare_null_models({})
+        P.compare_graphs({})
 
 
 def test_save_graph_plots_writes_pngs(graph, tmp_path):
@@ -260,7 +260,7 @@ def test_compare_with_graphnet_null_models(graph):
     graphs = {"connectome": graph, "random": random_graph(graph, 0),
               "degree shuffle": degree_shuffle(graph, 0, swaps_per_edge=1.0),
               "label shuffle": label_shuffle(graph, 0)}
-    fig = P.compare_null_models(graphs)
+    fig = P.compare_graphs(graphs)
     ims = images(fig)
     assert [im.axes.get_title() for im in ims] == list(graphs)
     # the degree shuffle keeps every population block's connected pairs: same matrix
@@ -289,7 +289,7 @@ def test_small_and_empty_graphs_still_plot(graph, tmp_path):
     empty = ConnectomeGraph(nodes=small.nodes, edges=small.edges.iloc[:0], meta={})
     figs = [P.soma_depths(small), P.layer_flow(small, pre_ei=None), P.degree_distributions(small, by=None),
             P.cells_per_type_layer(empty), P.soma_depths(empty), P.layer_flow(empty),
-            P.degree_distributions(empty), P.compare_null_models({"a": empty, "b": small})]
+            P.degree_distributions(empty), P.compare_graphs({"a": empty, "b": small})]
     figs += [P.connectivity_matrix(empty, v) for v in ("synapses_per_connection", "summed_size")]
     for i, f in enumerate(figs):  # drawing runs the layout: errors there show up only now
         assert isinstance(f, Figure)
