@@ -44,7 +44,7 @@ VALUE_LABELS = {
     "connection_probability": "connection probability",
     "synapses_per_connection": "synapses per connection",
     "summed_size": "summed synapse size (voxels)",
-    "n_synapses": "synapses",
+    "n_synapses": "total synapses",
     "connected_pairs": "connected pairs",
 }
 #: values plotted on a log colour scale by default
@@ -249,7 +249,7 @@ def connectivity_matrix(graph: "ConnectomeGraph", value: str = "connection_proba
                  fontsize=7 if k > 12 else 8)
     src = graph.meta.get("source", "") if graph.meta else ""
     ax.set_title(f"{VALUE_LABELS[value].capitalize()}, {by.replace('_', ' ')} x {by.replace('_', ' ')}"
-                 + (f" ({src})" if src else ""), pad=24)
+                 + (f" ({src})" if src else ""))
     if sizes_unknown:
         ax.text(0.5, 0.5, "synapse sizes unknown:\nthe source has synapse counts only", transform=ax.transAxes,
                 ha="center", va="center", fontsize=12, gid="sizes-unknown",
@@ -487,20 +487,25 @@ def compare_graphs(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connec
 # files
 # ------------------------------------------------------------------------------------------------
 def save_figure(fig: Figure, path: str | Path, dpi: int | None = 120) -> Path:
-    """Write ``fig`` as PNG atomically (temporary name, then rename); ``dpi=None``: the figure's."""
+    """Write ``fig`` as PNG atomically (temporary name, then rename); ``dpi=None``: the figure's.
+
+    The picture is cropped to what is drawn plus a small margin, as Jupyter shows a figure: a
+    square (equal-aspect) matrix can leave the layout a title's height short of the figure."""
     from .cache import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else fig.dpi)
+        fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else fig.dpi, bbox_inches="tight",
+                    pad_inches=0.08)
     return path
 
 
 def save_graph_plots(graph: "ConnectomeGraph", folder: str | Path, bounds: LayerBounds | None = None,
                      dpi: int = 120) -> list[Path]:
     """Write the graph's standard plots as PNGs into ``folder`` (``build_graph --plots``):
-    cells per type and layer, soma depths, the three connectivity matrices, layer flow and
-    degree distributions. Returns the paths written."""
+    cells per type and layer, soma depths, the connectivity matrices (connection probability,
+    synapses per connection, total synapses and, where the source has synapse sizes, summed
+    size), layer flow and degree distributions. Returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     plots = {
@@ -508,10 +513,12 @@ def save_graph_plots(graph: "ConnectomeGraph", folder: str | Path, bounds: Layer
         "soma_depths": lambda: soma_depths(graph, bounds),
         "connection_probability": lambda: connectivity_matrix(graph, "connection_probability"),
         "synapses_per_connection": lambda: connectivity_matrix(graph, "synapses_per_connection"),
-        "summed_size": lambda: connectivity_matrix(graph, "summed_size"),
+        "n_synapses": lambda: connectivity_matrix(graph, "n_synapses"),
         "layer_flow": lambda: layer_flow(graph),
         "degree_distributions": lambda: degree_distributions(graph, "cell_type"),
     }
+    if stats.has_synapse_sizes(graph):
+        plots["summed_size"] = lambda: connectivity_matrix(graph, "summed_size")
     out = []
     for name, make in plots.items():
         out.append(save_figure(make(), folder / f"{name}.png", dpi=dpi))

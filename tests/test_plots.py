@@ -226,12 +226,35 @@ def test_compare_graphs(graph):
 
 def test_save_graph_plots_writes_pngs(graph, tmp_path):
     paths = P.save_graph_plots(graph, tmp_path / "plots", dpi=50)
-    assert len(paths) == 7 and len({p.name for p in paths}) == 7
+    assert len(paths) == 8 and len({p.name for p in paths}) == 8
+    assert {"n_synapses.png", "summed_size.png"} <= {p.name for p in paths}
     for p in paths:
         assert p.parent == tmp_path / "plots" and p.suffix == ".png"
         head = p.read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000, p
     assert not list((tmp_path / "plots").glob(".*tmp"))
+
+
+def test_save_graph_plots_draws_no_size_matrix_for_a_count_only_source(column_graph, tmp_path):
+    """The real column has synapse counts only: its plots show the counts, not an empty size
+    matrix."""
+    g = column_graph.graph
+    assert not S.has_synapse_sizes(g)
+    names = {p.name for p in P.save_graph_plots(g, tmp_path / "plots", dpi=30)}
+    assert "n_synapses.png" in names and "summed_size.png" not in names and len(names) == 7
+
+
+def test_saved_matrix_keeps_its_title_inside_the_picture(column_graph, tmp_path):
+    """An equal-aspect matrix of 40 populations: the saved PNG holds everything drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    fig = P.connectivity_matrix(column_graph.graph, "n_synapses")
+    path = P.save_figure(fig, tmp_path / "m.png", dpi=100)
+    FigureCanvasAgg(fig)
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())      # inches
+    width, height = Image.open(path).size
+    assert width >= drawn.width * 100 and height >= drawn.height * 100
 
 
 def test_build_graph_cli_plots(tmp_path, capsys, monkeypatch):
