@@ -241,7 +241,9 @@ def connectivity_matrix(graph: "ConnectomeGraph", value: str = "connection_proba
         table = table * np.nan
     _, ei, _ = stats.population_groups(graph, by)
     k = len(table)
-    side = max(5.5, 0.3 * k + 3.0)
+    # about 0.17 in a row: the 40 populations of the real column fit a page's width with
+    # labels that stay readable when the page shows the figure at that width
+    side = max(5.5, 0.17 * k + 3.0)
     fig = _figure(side + 1.3, side)
     ax = fig.add_subplot()
     _draw_matrix(fig, ax, table, value, ei, log=log,
@@ -355,8 +357,12 @@ def degree_distributions(graph: "ConnectomeGraph", by: str | None = "cell_type")
     ``mtype``), ``"population"`` or ``None`` (all cells: histograms)."""
     deg = stats.degrees(graph)
     groups, names = _group_values(graph, by)
-    fig = _figure(max(8.0, 0.45 * len(names) * 2 + 3.0), 4.5)
-    axes = fig.subplots(1, 2, sharey=True)
+    if by is None:
+        fig = _figure(10.0, 4.0)
+        axes = fig.subplots(1, 2, sharey=True)
+    else:  # in above out, sharing the groups: the names are written once and stay readable
+        fig = _figure(max(8.0, 0.3 * len(names) + 2.5), 7.0)
+        axes = fig.subplots(2, 1, sharex=True)
     for ax, col, title in zip(axes, ("in_degree", "out_degree"), ("In-degree", "Out-degree")):
         vals = deg[col].to_numpy()
         if by is None:
@@ -375,14 +381,17 @@ def degree_distributions(graph: "ConnectomeGraph", by: str | None = "cell_type")
             patch.set_facecolor(EI_COLORS.get(ei.get(n), "0.7"))
             patch.set_alpha(0.6)
         ax.set_xticks(np.arange(1, len(names) + 1), names, rotation=45, ha="right",
-                      fontsize=8 if len(names) <= 12 else 7)
+                      fontsize=8 if len(names) <= 24 else 7)
         for lab, n in zip(ax.get_xticklabels(), names):
             lab.set_color(EI_COLORS.get(ei.get(n), "black"))
         ax.set_title(f"{title} per {by.replace('_', ' ')}")
-        ax.set_xlabel(by.replace("_", " "))
+        ax.set_ylabel("connected partners per cell")
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0].set_ylabel("connected partners per cell")
-    axes[0].tick_params(labelleft=True)
+    if by is None:
+        axes[0].set_ylabel("cells")
+        axes[0].tick_params(labelleft=True)
+    else:
+        axes[1].set_xlabel(by.replace("_", " ") + " (red: excitatory, blue: inhibitory)")
     return fig
 
 
@@ -394,12 +403,13 @@ def _ccdf(ax, vals: np.ndarray, **kw) -> None:
 
 
 def compare_graphs(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connection_probability",
-                   order: str | Sequence[str] = "ei") -> Figure:
+                   order: str | Sequence[str] = "ei", by: str = "population") -> Figure:
     """Graphs of the same cells side by side, the first entry the reference: a connectome beside
     its null models, the real column beside the surrogate, two materializations.
 
-    Top row: each graph's population x population ``value`` matrix on one shared colour scale
-    (populations of the reference, in ``order``). Bottom: E/I class connection probabilities;
+    Top: each graph's ``value`` matrix on one shared colour scale, grouped ``by`` populations
+    (``"<type>|<layer>"``), ``"cell_type"`` or another node column, in the reference's ``order``;
+    up to three matrices a row (four: two by two). Bottom: E/I class connection probabilities;
     in- and out-degree distributions (complementary CDFs); reciprocity and the correlation of
     each matrix with the reference's.
     """
@@ -407,10 +417,10 @@ def compare_graphs(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connec
         raise ValueError("compare_graphs needs at least one graph")
     names = list(graphs)
     ref = graphs[names[0]]
-    rows = stats.population_order(ref, order) if isinstance(order, str) else list(order)
+    rows = stats.population_order(ref, order, by) if isinstance(order, str) else list(order)
     tables = {}
     for n, g in graphs.items():
-        t = stats.connectivity_table(g, value, "ei")
+        t = stats.connectivity_table(g, value, "ei", by)
         tables[n] = t.reindex(index=rows, columns=rows)
         if value != "synapses_per_connection":
             tables[n] = tables[n].fillna(0.0)
@@ -421,18 +431,22 @@ def compare_graphs(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connec
     else:
         norm = mcolors.Normalize(vmin=0.0, vmax=float(finite.max()) if len(finite) and finite.max() > 0 else 1.0)
     k = len(names)
-    fig = _figure(max(12.0, 4.2 * k), 9.5)
-    gs = fig.add_gridspec(2, 1, height_ratios=[1.25, 1.0])
-    top = gs[0].subgridspec(1, k)
+    matrix_rows = -(-k // 3)
+    per_row = -(-k // matrix_rows)
+    matrix_in = 11.0 / per_row   # a matrix's share of the width: size its labels to it
+    fig = _figure(11.5, matrix_in * matrix_rows + 4.2)
+    gs = fig.add_gridspec(2, 1, height_ratios=[matrix_in * matrix_rows, 4.2])
+    top = gs[0].subgridspec(matrix_rows, per_row)
     bottom = gs[1].subgridspec(1, 3)
-    ei = {n: d["ei"] for n, d in ref.type_graph.nodes(data=True)}
+    _, ei, _ = stats.population_groups(ref, by)
+    fontsize = float(np.clip(0.55 * 72 * matrix_in / max(len(rows), 1), 4.0, 8.0))
     im = None
     for i, n in enumerate(names):
-        ax = fig.add_subplot(top[0, i])
-        im = _draw_matrix(fig, ax, tables[n], value, ei, norm=norm, colorbar=False, fontsize=5,
+        ax = fig.add_subplot(top[i // per_row, i % per_row])
+        im = _draw_matrix(fig, ax, tables[n], value, ei, norm=norm, colorbar=False, fontsize=fontsize,
                           right_labels=False)
-        ax.set_title(n, pad=20)
-        if i:
+        ax.set_title(n, pad=20)   # above the E/I block names
+        if i % per_row:
             ax.set_ylabel("")
     cb = fig.colorbar(im, ax=fig.axes, shrink=0.8, location="right", pad=0.01) if im is not None else None
     if cb is not None:

@@ -175,7 +175,7 @@ def test_degree_distributions(graph):
     ax_in, ax_out = fig.axes[:2]
     deg = S.degrees(graph)
     assert deg["in_degree"].sum() == deg["out_degree"].sum() == len(graph.edges)
-    types = [t.get_text() for t in ax_in.get_xticklabels()]
+    types = [t.get_text() for t in ax_out.get_xticklabels()]   # in above out: names written once, below
     assert types[:2] == ["23P", "4P"] and set(types) == set(graph.nodes["cell_type"])
     for ax, col in ((ax_in, "in_degree"), (ax_out, "out_degree")):
         medians = [l for l in ax.get_lines() if l.get_color() == "black" and len(l.get_xdata()) == 2
@@ -186,7 +186,7 @@ def test_degree_distributions(graph):
     assert "In-degree" in ax_in.get_title() and "Out-degree" in ax_out.get_title()
     fig = P.degree_distributions(graph, by=None)
     assert sum(len(ax.patches) for ax in fig.axes) == 80  # two 40-bin histograms
-    assert len(P.degree_distributions(graph, by="population").axes[0].get_xticklabels()) == graph.type_graph.number_of_nodes()
+    assert len(P.degree_distributions(graph, by="population").axes[1].get_xticklabels()) == graph.type_graph.number_of_nodes()
     with pytest.raises(ValueError, match="by="):
         P.degree_distributions(graph, by="colour")
 
@@ -222,6 +222,12 @@ def test_compare_graphs(graph):
     assert 0 < r < 1
     with pytest.raises(ValueError):
         P.compare_graphs({})
+    # by cell type (layers pooled): the same tables at that level, labels big enough to read
+    fig = P.compare_graphs(graphs, by="cell_type")
+    for im, g in zip(images(fig), graphs.values()):
+        np.testing.assert_allclose(image_data(im), S.connectivity_table(g, by="cell_type").to_numpy())
+        assert [t.get_text() for t in im.axes.get_xticklabels()] == list(S.connectivity_table(g, by="cell_type").columns)
+        assert min(t.get_fontsize() for t in im.axes.get_xticklabels()) >= 7
 
 
 def test_save_graph_plots_writes_pngs(graph, tmp_path):
