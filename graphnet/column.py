@@ -37,10 +37,12 @@ from torch import Tensor, nn
 from connectomics.graph import ConnectomeGraph
 
 from .backend import choose_backend
+from .count_linear import CountLinear, unit_variance_scale
 from .inhibition import GradedInhibition
 from .masked_linear import MaskedLinear
 from .null_models import NULL_MODELS
 from .projection import RELU_NORMAL_MEAN, summed_weight
+from .population_norm import PopulationLayerNorm
 from .plasticity import HebbianRecord, HebbianRule, ThresholdRecord
 from .sparse_linear import SparseLinear
 from .plan import LayerPlan, ProjectionPlan, plan_column
@@ -92,14 +94,26 @@ class ColumnLayer(nn.Module):
 
     def __init__(self, name: str, size: int, projections: dict[str, nn.Module],
                  intra: nn.Module | None = None, layer_norm: bool = True,
-                 inhibition: GradedInhibition | None = None, noise_std: float = 0.0) -> None:
+                 inhibition: GradedInhibition | None = None, noise_std: float = 0.0,
+                 groups: Tensor | np.ndarray | None = None) -> None:
         super().__init__()
         self.name = name
         self.size = int(size)
         self.projections = nn.ModuleDict(projections)
         self.intra = intra
-        self.bias = nn.Parameter(torch.zeros(self.size))
-        self.norm = nn.LayerNorm(self.size) if layer_norm else nn.Identity()
+        # groups: (n,) population code of each unit; the bias and the LayerNorm gain/shift are
+        # then one per population (weights="counts"), else one per unit
+        if groups is not None:
+            self.register_buffer("groups", torch.as_tensor(np.asarray(groups), dtype=torch.long))
+            n_params = int(self.groups.max()) + 1 if self.size else 0
+        else:
+            self.groups = None
+            n_params = self.size
+        self.bias = nn.Parameter(torch.zeros(n_params))
+        if groups is not None and layer_norm:
+            self.norm = PopulationLayerNorm(self.size, self.groups)
+        else:
+            self.norm = nn.LayerNorm(self.size) if layer_norm else nn.Identity()
         self.inhibition = inhibition if inhibition is not None else nn.Identity()
         self.noise_std = float(noise_std)
         self.register_buffer("threshold", torch.zeros(self.size))
@@ -114,21 +128,28 @@ class ColumnLayer(nn.Module):
         r"""Set the bias to :math:`-\mu \sum_{s \neq \text{input}} \sum_j w^{(s)}_{ij}` (see
         the class docstring): each unit's expected summed input from upstream column layers
         is 0 for inputs of mean ``input_mean``."""
-        b = torch.zeros_like(self.bias)
+        b = torch.zeros(self.size, dtype=self.bias.dtype, device=self.bias.device)
         for src, proj in self.projections.items():
             if src != "input":
                 b -= input_mean * summed_weight(proj).to(b)
+        if self.groups is not None:   # the population mean of the per-unit value
+            n = torch.zeros_like(self.bias).index_add_(0, self.groups, torch.ones_like(b))
+            b = torch.zeros_like(self.bias).index_add_(0, self.groups, b) / n.clamp_min(1)
         self.bias.copy_(b)
+
+    def unit_bias(self) -> Tensor:
+        """``(n,)`` the bias of every unit (a population's shared bias under ``groups``)."""
+        return self.bias if self.groups is None else self.bias[self.groups]
 
     def reset_parameters(self) -> None:
         self.centre_bias_()
-        if isinstance(self.norm, nn.LayerNorm):
+        if isinstance(self.norm, (nn.LayerNorm, PopulationLayerNorm)):
             self.norm.reset_parameters()
         self.threshold.zero_()
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         # inputs: {src: (B, n_src)} -> (B, n)
-        z = self.bias
+        z = self.unit_bias()
         for src, proj in self.projections.items():
             z = z + proj(inputs[src])
         if self.intra is not None:
@@ -217,6 +238,28 @@ class CorticalColumn(nn.Module):
             return layer.intra
         return layer.projections[src]
 
+    def effective_weight(self, src: str, dst: str) -> Tensor:
+        """``(n_dst, n_src)`` the matrix projection ``src -> dst`` applies (``src == dst``: the
+        within-layer one; ``src="input"``: the dense input projection), with mask, Dale signs,
+        synapse counts and scales resolved, for every weight scheme and backend alike. Rows are
+        ``layer_plans[dst].unit_ids``, columns ``layer_plans[src].unit_ids``."""
+        if src == "input":
+            return self.layers[dst].projections["input"].weight
+        return dense_effective_weight(self.projection(src, dst))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters per part: the dense ``input`` projection (features, not cells),
+        the connectome ``projections`` (per edge for ``weights="free"``, per population pair for
+        ``"counts"``), and the ``layers``' own (biases, LayerNorm)."""
+        first = next(iter(self.layers.values()))
+        inp = trainable_parameters(first.projections["input"])
+        proj = sum(trainable_parameters(layer.projections[s]) for layer in self.layers.values()
+                   for s in layer.projections if s != "input")
+        proj += sum(trainable_parameters(layer.intra) for layer in self.layers.values()
+                    if layer.intra is not None)
+        total = trainable_parameters(self)
+        return {"input": inp, "projections": proj, "layers": total - inp - proj, "total": total}
+
     def summary(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """``(layers, projections)`` tables.
 
@@ -250,18 +293,39 @@ class CorticalColumn(nn.Module):
     def __repr__(self) -> str:
         lt, pt = self.summary()
         s = self.spec
-        switches = (f"mask={s.mask}, intra_layer={s.intra_layer}, dale={s.dale}, "
+        switches = (f"weights={s.weights}, populations={s.populations}, "
+                    f"mask={s.mask}, intra_layer={s.intra_layer}, dale={s.dale}, "
                     f"graded_inhibition={s.graded_inhibition}, layer_norm={s.layer_norm}, "
                     f"noise_std={s.noise_std}, hebbian_rate={s.hebbian_rate}, "
                     f"homeostasis={s.homeostasis}, min_synapses={s.min_synapses}, "
                     f"weight_init={s.weight_init}, seed={s.seed}")
-        n_params = sum(p.numel() for p in self.parameters())
+        c = self.parameter_counts()
         return (f"CorticalColumn(spec={s.name!r}, in_features={self.in_features}, "
                 f"out_features={self.out_features}, source={self.source}, "
-                f"parameters={n_params:,})\n  {switches}\n"
+                f"parameters={c['total']:,}: input {c['input']:,}, connectome projections "
+                f"{c['projections']:,}, layers {c['layers']:,})\n  {switches}\n"
                 + _indent(_left_aligned(lt, "populations")) + "\n" + _indent(pt.to_string(index=False)))
 
     # -- export ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def connection_table(self) -> pd.DataFrame:
+        """One row per connection of every compiled projection (within-layer ones included):
+        ``pre``, ``post`` (the graph's node indices), ``n_synapses``, ``summed_size`` (of the
+        compiled, possibly null-model, graph), ``projection`` and ``weight``, the effective
+        weight the column applies now (mask, Dale sign, counts and scales resolved)."""
+        parts = []
+        for key, pp in self.projection_plans.items():
+            src_ids = np.asarray(self.layer_plans[pp.src].unit_ids)
+            dst_ids = np.asarray(self.layer_plans[pp.dst].unit_ids)
+            w = self.effective_weight(pp.src, pp.dst).detach().cpu().double().numpy()
+            parts.append(pd.DataFrame({
+                "pre": src_ids[pp.pre], "post": dst_ids[pp.post],
+                "n_synapses": np.asarray(pp.n_synapses, dtype=np.float64),
+                "summed_size": np.asarray(pp.summed_size, dtype=np.float64),
+                "projection": key, "weight": w[pp.post, pp.pre]}))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            columns=["pre", "post", "n_synapses", "summed_size", "projection", "weight"])
+
     @torch.no_grad()
     def to_networkx(self) -> nx.DiGraph:
         """The compiled connectivity as a networkx ``DiGraph``.
@@ -287,6 +351,29 @@ class CorticalColumn(nn.Module):
         return g
 
 
+def trainable_parameters(module: nn.Module) -> int:
+    """Trainable parameters of ``module``, a :class:`MaskedLinear`'s weight counted by its
+    connections (its masked entries are stored but never change)."""
+    total = 0
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if p.requires_grad:
+                total += m.n_edges if isinstance(m, MaskedLinear) and name == "weight" else p.numel()
+    return total
+
+
+def dense_effective_weight(proj: nn.Module) -> Tensor:
+    """``(out, in)`` effective weight of a :class:`MaskedLinear`, :class:`SparseLinear` or
+    :class:`CountLinear` (zeros where there is no connection)."""
+    if isinstance(proj, (SparseLinear, CountLinear)):
+        return proj.dense_weight()
+    if isinstance(proj, MaskedLinear):
+        return proj.effective_weight()
+    if isinstance(proj, nn.Linear):
+        return proj.weight
+    raise TypeError(f"no effective weight for {type(proj).__name__}")
+
+
 def _indent(s: str, by: str = "  ") -> str:
     return "\n".join(by + line for line in s.splitlines())
 
@@ -305,8 +392,31 @@ def _left_aligned(table: pd.DataFrame, column: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # compiler
 # ------------------------------------------------------------------------------------------------
-def _projection_module(pp: ProjectionPlan, spec: ColumnSpec, src_ei: np.ndarray, backend: str,
-                       gen: torch.Generator, device, dtype) -> nn.Module:
+def count_module(pre: np.ndarray, post: np.ndarray, n_synapses: np.ndarray, n_src: int,
+                 n_dst: int, src_groups: np.ndarray, dst_groups: np.ndarray,
+                 sign: np.ndarray | None, backend: str, device=None, dtype=None) -> CountLinear:
+    """A :class:`CountLinear` with one scale per (post population, pre population) pair that has
+    connections, named ``"<post>-><pre>"`` reversed as ``"<pre>-><post>"``, each initialised to
+    :func:`~graphnet.count_linear.unit_variance_scale` of its postsynaptic population."""
+    keys = [f"{a}->{b}" for a, b in zip(src_groups[pre], dst_groups[post])]
+    block, names = pd.factorize(pd.Series(keys, dtype=object), sort=True)
+    post_codes, _ = pd.factorize(pd.Series(dst_groups, dtype=object), sort=True)
+    per_post = unit_variance_scale(post, n_synapses, post_codes, n_dst)
+    first_post = {int(k): int(post_codes[post[np.flatnonzero(block == k)[0]]]) for k in range(len(names))}
+    init = torch.tensor([per_post[first_post[k]] for k in range(len(names))], dtype=torch.float64)
+    return CountLinear(n_src, n_dst, torch.as_tensor(np.stack([pre, post])), torch.as_tensor(n_synapses),
+                       torch.as_tensor(block), len(names),
+                       sign=None if sign is None else torch.as_tensor(sign), init_scale=init,
+                       backend=backend, block_names=[str(n) for n in names], device=device, dtype=dtype)
+
+
+def _projection_module(pp: ProjectionPlan, spec: ColumnSpec, src: LayerPlan, dst: LayerPlan,
+                       backend: str, gen: torch.Generator, device, dtype) -> nn.Module:
+    src_ei = src.ei
+    if spec.weights == "counts":
+        return count_module(pp.pre, pp.post, pp.n_synapses, pp.n_src, pp.n_dst, src.groups,
+                            dst.groups, np.where(src_ei == "I", -1.0, 1.0) if spec.dale else None,
+                            backend, device, dtype)
     sign = torch.as_tensor(np.where(src_ei == "I", -1.0, 1.0)) if spec.dale else None
     scale = None
     if spec.weight_init == "synapse_count":
@@ -356,6 +466,10 @@ def compile_column(
     unless ``spec.backend`` forces one. The same graph, spec and seed give the same column.
     """
     spec = spec or ColumnSpec.bionic()
+    if spec.dynamics == "recurrent":
+        from .recurrent import compile_recurrent   # recurrent builds on this module's parts
+
+        return compile_recurrent(graph, spec, in_features, device=device, dtype=dtype)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     plans, projs = plan_column(graph, spec)
     if isinstance(graph, ConnectomeGraph):
@@ -377,7 +491,7 @@ def compile_column(
     for pp in projs:
         b = choose_backend(pp.n_dst, pp.n_src, pp.density, dev, spec.backend)
         backends[pp.key] = b
-        mod = _projection_module(pp, spec, by_name[pp.src].ei, b, gen, dev, dtype)
+        mod = _projection_module(pp, spec, by_name[pp.src], by_name[pp.dst], b, gen, dev, dtype)
         if pp.src == pp.dst:
             intra[pp.dst] = mod
         else:
@@ -386,8 +500,10 @@ def compile_column(
     for p in plans:
         inh = GradedInhibition(p.inhibitory_input, spec.inhibition_strength) \
             if spec.graded_inhibition else None
+        groups = pd.factorize(pd.Series(p.groups, dtype=object), sort=True)[0] \
+            if spec.weights == "counts" else None
         layer = ColumnLayer(p.name, p.size, modules[p.name], intra.get(p.name), spec.layer_norm,
-                            inh, spec.noise_std)
+                            inh, spec.noise_std, groups=groups)
         layer.record = spec.hebbian_rate > 0 or spec.homeostasis
         layer.record_pre = spec.hebbian_rate > 0
         layers[p.name] = layer

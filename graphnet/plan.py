@@ -27,6 +27,7 @@ from .spec import ColumnSpec, LayerSpec
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
 
+
 class DisplayOrder(NamedTuple):
     """A layer's units grouped by population, for display (see :meth:`LayerPlan.display_order`)."""
 
@@ -45,10 +46,12 @@ class LayerPlan:
     reproduce. A population's units need not be adjacent in it: ``ColumnSpec.bionic()`` lists
     no layers, so a type's cells of different cortical layers interleave in node order.
     ``populations`` and ``population_sizes`` are therefore the *runs* of consecutive units of one
-    population (``"<type or m-type>|<layer>"``), in unit order, and a population may have many
-    runs. Displays group them: :meth:`display_order` gives each population once and the
-    permutation that draws its units together (``CorticalColumn.summary`` and
-    :func:`graphnet.plots.mask_images` use it).
+    population (``cell_type|layer``; m-type layers: ``mtype|layer``), in unit order, and a
+    population may have many runs. Displays group them: :meth:`display_order` gives each
+    population once and the permutation that draws its units together
+    (``CorticalColumn.summary`` and :func:`graphnet.plots.mask_images` use it). ``groups``
+    labels each unit by the spec's ``populations`` grouping, the populations that share
+    parameters under ``weights="counts"``.
     """
 
     name: str
@@ -58,6 +61,7 @@ class LayerPlan:
     ei: np.ndarray               # (n,) "E"/"I"
     inhibitory_input: np.ndarray  # (n,)
     unit_attrs: list[dict] = field(default_factory=list)
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # (n,) labels
 
     @property
     def size(self) -> int:
@@ -153,7 +157,7 @@ def _plan_neuron_graph(g: ConnectomeGraph, spec: ColumnSpec) -> tuple[list[Layer
                 sizes.append(0)
             sizes[-1] += 1
         attrs = sub[["cell_type", "mtype", "layer", "ei", "root_id"]].to_dict("records")
-        plans.append(LayerPlan(
+        plans.append(LayerPlan(groups=population_labels(sub, spec.populations),
             name=ls.name, populations=names, population_sizes=sizes,
             unit_ids=[int(i) for i in idx], ei=sub["ei"].to_numpy().astype(str),
             inhibitory_input=inhibitory_input(g, idx, spec.inhibition_measure, spec.min_synapses),
@@ -169,7 +173,7 @@ def _plan_neuron_graph(g: ConnectomeGraph, spec: ColumnSpec) -> tuple[list[Layer
     for src, dst in pairs:
         s, d = index[src], index[dst]
         ns, nd = plans[s].size, plans[d].size
-        if spec.mask == "dense":
+        if spec.mask == "dense" or spec.weights == "dense":
             q, p = np.divmod(np.arange(ns * nd), ns)   # post-major, CSR order
             if s == d:
                 keep = q != p
@@ -187,7 +191,7 @@ def _plan_neuron_graph(g: ConnectomeGraph, spec: ColumnSpec) -> tuple[list[Layer
 
 
 def _plan_type_graph(tg: nx.DiGraph, spec: ColumnSpec) -> tuple[list[LayerPlan], list[ProjectionPlan]]:
-    if spec.mask in ("degree_shuffle", "label_shuffle"):
+    if spec.mask in NULL_MODELS and spec.mask not in TYPE_NULL_MODELS:
         raise ValueError(f"mask={spec.mask!r} needs a neuron-level ConnectomeGraph")
     rng = np.random.default_rng(spec.seed)
     plans: list[LayerPlan] = []
@@ -221,7 +225,13 @@ def _plan_type_graph(tg: nx.DiGraph, spec: ColumnSpec) -> tuple[list[LayerPlan],
             sl.append((p, slice(start, start + n)))
             start += n
         slices[ls.name] = sl
-        plans.append(LayerPlan(ls.name, pops, sizes, units, np.array(ei), np.array(inh), attrs))
+        if spec.populations == "mtype":
+            raise ValueError("populations='mtype' needs a neuron-level graph (a type-level graph "
+                             "has no m-types)")
+        key = "cell_type" if spec.populations == "cell_type" else "population"
+        groups = np.array([a[key] for a in attrs], dtype=object)
+        plans.append(LayerPlan(ls.name, pops, sizes, units, np.array(ei), np.array(inh), attrs,
+                               groups=groups))
     # masks are sampled from the (null-model) graph; units and inhibition come from the graph
     sampled = TYPE_NULL_MODELS[spec.mask](tg) if spec.mask in TYPE_NULL_MODELS else tg
     index = {p.name: i for i, p in enumerate(plans)}
@@ -235,7 +245,7 @@ def _plan_type_graph(tg: nx.DiGraph, spec: ColumnSpec) -> tuple[list[LayerPlan],
         for P, sp in slices[src]:
             for Q, sq in slices[dst]:
                 ed = sampled.edges[P, Q] if sampled.has_edge(P, Q) else None
-                if spec.mask == "dense":
+                if spec.mask == "dense" or spec.weights == "dense":
                     p = 1.0
                 else:  # connectome, or the random null model's uniform probability
                     p = float(ed["connection_probability"]) if ed is not None else 0.0
@@ -260,10 +270,26 @@ def plan_column(graph: ConnectomeGraph | nx.DiGraph,
     if isinstance(graph, ConnectomeGraph):
         if spec.mask in NULL_MODELS:
             graph = NULL_MODELS[spec.mask](graph, seed=spec.seed)
-        return _plan_neuron_graph(graph, spec)
-    if isinstance(graph, nx.DiGraph):
-        return _plan_type_graph(graph, spec)
-    raise TypeError(f"graph must be a ConnectomeGraph or a networkx DiGraph, got {type(graph)}")
+        plans, projs = _plan_neuron_graph(graph, spec)
+    elif isinstance(graph, nx.DiGraph):
+        plans, projs = _plan_type_graph(graph, spec)
+    else:
+        raise TypeError(f"graph must be a ConnectomeGraph or a networkx DiGraph, got {type(graph)}")
+    if spec.weights == "counts":
+        for pp in projs:
+            check_counts(pp.n_synapses, f"projection {pp.key}")
+    return plans, projs
+
+
+def check_counts(n_synapses: np.ndarray, what: str) -> None:
+    """``weights="counts"`` needs a positive, finite synapse count on every connection;
+    ``ValueError`` naming ``what`` otherwise."""
+    n = np.asarray(n_synapses, dtype=np.float64)
+    bad = ~(np.isfinite(n) & (n > 0))
+    if bad.any():
+        raise ValueError(f"weights='counts': {what} has {int(bad.sum())} of {len(n)} connections "
+                         "without a synapse count (n_synapses missing or 0); this graph cannot "
+                         "weight by counts: use weights='free'")
 
 
 # ------------------------------------------------------------------------------------------------

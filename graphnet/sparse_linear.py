@@ -21,6 +21,32 @@ def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> T
         return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
+def csr_buffers(edge_index: Tensor, in_features: int, out_features: int) -> dict[str, Tensor]:
+    """The index tensors :class:`_CSRLinearFunction` needs for a ``(2, E)`` ``[pre, post]``
+    edge list already in CSR order (by post, then pre): ``crow``/``col`` of ``A`` (rows = post)
+    and ``perm_t``/``crow_t``/``col_t`` of ``A^T`` (``perm_t`` maps ``A^T``'s values to ``A``'s)."""
+    pre, post = edge_index[0], edge_index[1]
+    dev = edge_index.device
+    counts = torch.bincount(post, minlength=out_features)
+    crow = torch.zeros(out_features + 1, dtype=torch.long, device=dev)
+    crow[1:] = counts.cumsum(0)
+    perm_t = torch.argsort(pre * out_features + post, stable=True)
+    counts_t = torch.bincount(pre, minlength=in_features)
+    crow_t = torch.zeros(in_features + 1, dtype=torch.long, device=dev)
+    crow_t[1:] = counts_t.cumsum(0)
+    return {"crow": crow, "col": pre.clone(), "perm_t": perm_t, "crow_t": crow_t,
+            "col_t": post[perm_t].contiguous()}
+
+
+def csr_linear(x: Tensor, values: Tensor, buffers: dict[str, Tensor] | object, out_features: int) -> Tensor:
+    """``x A^T`` for the CSR matrix ``A`` with ``values`` (E,) on the pattern of ``buffers``
+    (:func:`csr_buffers`, or a module holding them as attributes): ``(B, in) -> (B, out)``,
+    differentiable in ``x`` and ``values``."""
+    get = buffers.__getitem__ if isinstance(buffers, dict) else lambda k: getattr(buffers, k)
+    return _CSRLinearFunction.apply(x, values, get("crow"), get("col"), get("perm_t"),
+                                    get("crow_t"), get("col_t"), out_features)
+
+
 class _CSRLinearFunction(torch.autograd.Function):
     """``out = x A^T`` with ``A`` the ``(n_out, n_in)`` CSR matrix of edge weights ``w``.
 
@@ -136,18 +162,7 @@ class SparseLinear(SignedProjection, MessagePassing):
         self.reset_parameters(generator)
 
     def _build_csr(self) -> None:
-        ei = self.edge_index
-        pre, post = ei[0], ei[1]
-        dev = ei.device
-        counts = torch.bincount(post, minlength=self.out_features)
-        crow = torch.zeros(self.out_features + 1, dtype=torch.long, device=dev)
-        crow[1:] = counts.cumsum(0)
-        perm_t = torch.argsort(pre * self.out_features + post, stable=True)
-        counts_t = torch.bincount(pre, minlength=self.in_features)
-        crow_t = torch.zeros(self.in_features + 1, dtype=torch.long, device=dev)
-        crow_t[1:] = counts_t.cumsum(0)
-        for name, t in (("crow", crow), ("col", pre.clone()), ("perm_t", perm_t),
-                        ("crow_t", crow_t), ("col_t", post[perm_t].contiguous())):
+        for name, t in csr_buffers(self.edge_index, self.in_features, self.out_features).items():
             self.register_buffer(name, t, persistent=False)
 
     @staticmethod
@@ -231,11 +246,10 @@ class SparseLinear(SignedProjection, MessagePassing):
         return self.effective_weight()
 
     def dense_weight(self) -> Tensor:
-        """``(out, in)`` effective weight as a dense matrix (zeros off the graph)."""
+        """``(out, in)`` effective weight as a dense matrix (zeros off the graph); differentiable."""
         w = torch.zeros(self.out_features, self.in_features, dtype=self.weight.dtype,
                         device=self.weight.device)
-        w[self.edge_index[1], self.edge_index[0]] = self.effective_weight().detach()
-        return w
+        return w.index_put((self.edge_index[1], self.edge_index[0]), self.effective_weight())
 
     # -- conversions ----------------------------------------------------------------------------
     @classmethod

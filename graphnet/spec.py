@@ -16,6 +16,13 @@ MASKS = ("connectome", "random", "block_random", "degree_shuffle", "weight_shuff
          "label_shuffle", "dense")
 BACKENDS = ("auto", "dense", "sparse")
 INHIBITION_MEASURES = ("n_synapses", "connections")
+#: How a projection's weights are parametrised (see :class:`ColumnSpec`).
+WEIGHT_SCHEMES = ("free", "counts", "dense")
+#: How the column computes: layer after layer, or every cell as one leaky rate network.
+DYNAMICS = ("feedforward", "recurrent")
+#: How cells are grouped into populations that share parameters (mirrors
+#: :data:`graphnet.plan.POPULATION_LABELS`).
+POPULATIONS = ("cell_type", "mtype", "type_layer")
 
 
 def _tuple(v: Iterable[str] | str | None) -> tuple[str, ...] | None:
@@ -52,7 +59,7 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """Which populations form which layer, how they connect, and the biological switches.
+    r"""Which populations form which layer, how they connect, and the biological switches.
 
     Attributes:
         layers: network layers in forward order; the first receives the dense input projection.
@@ -74,6 +81,28 @@ class ColumnSpec:
         min_synapses: a pair is connected when it has at least this many synapses.
         weight_init: ``"fan_in"`` (scaled by masked fan-in) or magnitudes proportional to the
             pair's ``"synapse_count"``/``"summed_size"`` (same per-unit variance).
+        weights: the weight scheme. ``"free"``: one learnable weight per connection of the mask
+            (the paper's). ``"counts"``: the connectome fixes every weight up to one learnable
+            non-negative scale per (post population, pre population) pair,
+            :math:`W_{ij} = s_j \, n_{ij} \, g_{P(i) P(j)}` with :math:`s_j` the presynaptic
+            cell's Dale sign (+1 for every cell when ``dale`` is off), :math:`n_{ij}` the pair's
+            synapse count and :math:`g = e^{\theta}`; biases and LayerNorm gains are then per
+            population too (flyvis's parametrisation). ``"dense"``: every pair connected, one
+            free weight each (no mask; ``mask`` must stay ``"connectome"``).
+        populations: what a population is for the parameters it shares: ``"cell_type"``,
+            ``"mtype"`` or ``"type_layer"`` (``"23P|L2/3"``).
+        dynamics: ``"feedforward"`` (layers A -> B -> ..., the paper's) or ``"recurrent"``: every
+            signed cell of the graph, E and I, as one leaky rate network
+            :math:`\tau_P \dot x = -x + W \mathrm{ReLU}(x) + b_P + I` integrated by explicit
+            Euler for ``steps`` steps of ``dt``, :math:`W` over the whole connectome by the
+            weight scheme, :math:`\tau_P` and :math:`b_P` learnable per population. The first
+            layer's cells receive the input, the output layer's cells are read out (their rates
+            averaged over the last ``readout_steps`` steps); projections are not used.
+        steps: Euler steps of the recurrent column (>= 1).
+        dt: Euler step, in units of the initial time constant (> 0).
+        readout_steps: the recurrent column's output averages this many last steps.
+        init_radius: the recurrent column's initial weights are scaled so that the spectral
+            radius of :math:`W` is this (> 0); below 1 the initial dynamics are stable.
         mask: ``"connectome"`` or a null model (graph transforms seeded with ``seed``,
             :mod:`graphnet.null_models`: ``"block_random"``, ``"degree_shuffle"`` and
             ``"weight_shuffle"`` keep every projection's edge count and synapse total;
@@ -98,6 +127,13 @@ class ColumnSpec:
     homeostatic_rate: float = 0.01
     min_synapses: int = 1
     weight_init: str = "fan_in"
+    weights: str = "free"
+    populations: str = "cell_type"
+    dynamics: str = "feedforward"
+    steps: int = 10
+    dt: float = 0.25
+    readout_steps: int = 3
+    init_radius: float = 0.9
     mask: str = "connectome"
     backend: str = "auto"
     seed: int = 0
@@ -124,12 +160,14 @@ class ColumnSpec:
         if len(set(self.projections)) != len(self.projections):
             raise ValueError(f"duplicate projections in {self.projections}")
         fed = {dst for _, dst in self.projections} | {names[0]}
-        if set(names) - fed:
+        if set(names) - fed and self.dynamics == "feedforward":
             raise ValueError(f"layer(s) {sorted(set(names) - fed)} receive no projection")
         if self.output is not None and self.output not in order:
             raise ValueError(f"output {self.output!r} is not a layer of {names}")
         for attr, allowed in (("weight_init", WEIGHT_INITS), ("mask", MASKS),
-                              ("backend", BACKENDS), ("inhibition_measure", INHIBITION_MEASURES)):
+                              ("backend", BACKENDS), ("inhibition_measure", INHIBITION_MEASURES),
+                              ("weights", WEIGHT_SCHEMES), ("dynamics", DYNAMICS),
+                              ("populations", POPULATIONS)):
             if getattr(self, attr) not in allowed:
                 raise ValueError(f"{attr}={getattr(self, attr)!r}; choose one of {allowed}")
         if not 0.0 <= self.inhibition_strength <= 1.0:
@@ -139,6 +177,39 @@ class ColumnSpec:
                 raise ValueError(f"{attr} must be >= 0, got {getattr(self, attr)}")
         if int(self.min_synapses) < 1:
             raise ValueError(f"min_synapses must be >= 1, got {self.min_synapses}")
+        self._check_schemes()
+
+    def _check_schemes(self) -> None:
+        """The combinations of weight scheme, mask and dynamics that mean something."""
+        if self.weights == "dense" and self.mask not in ("connectome", "dense"):
+            raise ValueError(f"weights='dense' connects every pair (no mask), so mask={self.mask!r} "
+                             "would not be used; keep mask='connectome'")
+        if self.weights == "counts":
+            if self.mask == "dense":
+                raise ValueError("weights='counts' needs the synapse counts of a graph mask; "
+                                 "mask='dense' has none (use weights='dense' for a dense layer)")
+            if self.hebbian_rate > 0:
+                raise ValueError("hebbian_rate > 0 needs a free weight per connection; with "
+                                 "weights='counts' the synapse counts fix every weight: set "
+                                 "hebbian_rate=0")
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not self.dt > 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+        if not 1 <= int(self.readout_steps) <= int(self.steps):
+            raise ValueError(f"readout_steps must be in [1, steps={self.steps}], got {self.readout_steps}")
+        if not self.init_radius > 0:
+            raise ValueError(f"init_radius must be > 0, got {self.init_radius}")
+        if self.dynamics == "recurrent":
+            if len(self.layers) < 2:
+                raise ValueError("dynamics='recurrent' needs an input layer and an output layer "
+                                 "(the cells driven by the input and the cells read out)")
+            if self.hebbian_rate > 0 or self.homeostasis:
+                raise ValueError("dynamics='recurrent' has no Hebbian or homeostatic plasticity: "
+                                 "set hebbian_rate=0 and homeostasis=False")
+            if self.graded_inhibition:
+                raise ValueError("dynamics='recurrent' simulates the inhibitory cells themselves: "
+                                 "set graded_inhibition=False")
 
     # -- views ------------------------------------------------------------------------------
     @property
@@ -176,6 +247,28 @@ class ColumnSpec:
             layer_norm=True, noise_std=0.1, hebbian_rate=1e-4, homeostasis=True,
             homeostatic_target=0.1, homeostatic_rate=0.01, min_synapses=1,
             weight_init="fan_in", mask="connectome", backend="auto", seed=0, name="bionic",
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def recurrent(cls, **overrides: Any) -> "ColumnSpec":
+        """Every signed cell of the column (E and I) as one leaky rate network (``dynamics=
+        "recurrent"``), weights fixed by the synapse counts with a learnable scale per (post type,
+        pre type) pair (``weights="counts"``), time constants and biases per cell type. The conv
+        features drive the 4P cells; the output is the rate of the 23P and 5P cells averaged over
+        the last ``readout_steps`` of ``steps`` Euler steps, LayerNorm'd (without affine
+        parameters). ``overrides`` change any field."""
+        base = dict(
+            layers=(
+                LayerSpec("drive", ("4P",), None),
+                LayerSpec("readout", ("23P", "5P-IT", "5P-ET", "5P-NP"), None),
+            ),
+            projections=(), output="readout", dynamics="recurrent", weights="counts",
+            populations="cell_type", steps=10, dt=0.25, readout_steps=3, init_radius=0.9,
+            intra_layer=False, dale=True, graded_inhibition=False, layer_norm=True,
+            noise_std=0.0, hebbian_rate=0.0, homeostasis=False, min_synapses=1,
+            weight_init="fan_in", mask="connectome", backend="auto", seed=0, name="recurrent",
         )
         base.update(overrides)
         return cls(**base)

@@ -35,6 +35,16 @@ FLAT: dict[str, tuple[str, str, str]] = {
     "homeostasis": ("column", "homeostasis", "homeostatic thresholds"),
     "homeostatic_target": ("column", "homeostatic_target", "mean activity each unit is pulled to"),
     "homeostatic_rate": ("column", "homeostatic_rate", "step of the threshold update"),
+    "weights": ("column", "weights", "free (a weight per connection) | counts (sign x synapse count "
+                "x a learnable scale per population pair) | dense (no mask)"),
+    "populations": ("column", "populations", "what shares parameters under counts / recurrent: "
+                    "cell_type | mtype | type_layer"),
+    "dynamics": ("column", "dynamics", "feedforward (layers A-D) | recurrent (every E and I cell, "
+                 "leaky rate dynamics)"),
+    "recurrent_steps": ("column", "steps", "Euler steps of the recurrent column"),
+    "recurrent_dt": ("column", "dt", "Euler step of the recurrent column (units of tau)"),
+    "readout_steps": ("column", "readout_steps", "the recurrent column's output averages the last N steps"),
+    "init_radius": ("column", "init_radius", "initial spectral radius of the recurrent weights"),
     "mask": ("column", "mask", "connectome | block_random | degree_shuffle | weight_shuffle (matched nulls) | random | label_shuffle | dense"),
     "column_backend": ("column", "backend", "dense | sparse | auto (dense: portable checkpoints)"),
     "column_seed": ("column", "seed", "seeds masks, null models and the column's initialisation "
@@ -237,16 +247,27 @@ CNN_MODEL: dict[str, Any] = dict(model="cnn", front="paper", conv1_channels=8, c
                                  attention=False, augment=True, label_smoothing=0.1,
                                  hebbian_rate=0.0, homeostasis=False, dropout=0.3)
 
+#: The front end and head of the paper's model without its column switches: for presets whose
+#: column is not the paper's feedforward one.
+PAPER_FRONT: dict[str, Any] = {k: v for k, v in PAPER_MODEL.items()
+                               if k in ("model", "front", "conv1_channels", "conv2_channels",
+                                        "kernel_size", "feat_size", "lateral_inhibition",
+                                        "attention", "augment", "label_smoothing", "dropout")}
+
 #: Presets: field overrides of :class:`Config`. ``paper`` is the paper's model trained on the CPU
 #: recipe; ``paper400`` the same model on the paper's stated recipe; ``cnn`` / ``cnn400`` the plain
 #: CNN on each recipe (so a comparison changes the model only); ``wide`` a wider conv front end
-#: (three VGG-style blocks with BatchNorm) feeding the same column.
+#: (three VGG-style blocks with BatchNorm) feeding the same column; ``recurrent`` the paper's front
+#: end driving :meth:`graphnet.ColumnSpec.recurrent` (every E and I cell of the column as one leaky
+#: rate network, weights fixed by synapse counts up to a scale per cell-type pair) on the CPU recipe.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {**PAPER_MODEL, **CPU_RECIPE},
     "paper400": {**PAPER_MODEL, **PAPER_RECIPE},
     "cnn": {**CNN_MODEL, **CPU_RECIPE, "noise_std": 0.0},
     "cnn400": {**CNN_MODEL, **PAPER_RECIPE, "noise_std": 0.0},
+    # the paper's front end driving the whole column as a recurrent E/I rate network
+    "recurrent": {**PAPER_FRONT, **CPU_RECIPE, "column": ColumnSpec.recurrent(backend="auto")},
     "wide": dict(model="bionic", front="wide", wide_channels="32,64,128", feat_size=6,
                  lateral_inhibition=True, attention=True, dropout=0.3, batch_size=128,
                  epochs=120, lr=2e-3, weight_decay=5e-4, lr_schedule="onecycle",

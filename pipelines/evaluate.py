@@ -6,6 +6,12 @@
 Writes ``eval_<usage>.json`` (accuracy, macro F1, per-class precision/recall/F1/support,
 confusion matrix; rows = true class) and ``confusion_<usage>.png`` into the run directory
 (or ``--out``) and prints a summary.
+
+    python -m pipelines.evaluate --run runs/paper-s1 --predictions [--data PATH] [--out DIR]
+
+writes instead the per-image predictions of ``best.pt`` and ``final.pt`` on every evaluation
+usage of the data (``predictions.npz``) and the final checkpoint's ``eval_<usage>_final.json``
+(:mod:`pipelines.predictions`), as a finished training run writes them.
 """
 
 from __future__ import annotations
@@ -69,6 +75,30 @@ def report(cm: np.ndarray, classes: Sequence[str] = CLASSES) -> dict:
     }
 
 
+def _batch_logits(model: nn.Module, images: Tensor, batch_size: int, amp_dtype: torch.dtype | None,
+                  channels_last: bool, tta_flip: bool):
+    """Yield ``(start, logits)`` per batch of uint8 ``images`` (N, 48, 48): float32 logits
+    (B, 7), or with ``tta_flip`` the log of the mean of the image's and its mirror's class
+    probabilities (:func:`evaluate_arrays`). The caller holds no_grad and eval mode."""
+    dev = images.device
+    for i in range(0, len(images), batch_size):
+        x = normalize(to_float(images[i:i + batch_size]))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits = model(x)
+            if tta_flip:
+                xf = x.flip(-1)
+                if channels_last:
+                    xf = xf.contiguous(memory_format=torch.channels_last)
+                mirrored = model(xf)
+        logits = logits.float()
+        if tta_flip:
+            logits = torch.logsumexp(torch.stack([F.log_softmax(logits, 1),
+                                                  F.log_softmax(mirrored.float(), 1)]), 0) - math.log(2)
+        yield i, logits
+
+
 @torch.no_grad()
 def evaluate_arrays(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1024,
                     amp_dtype: torch.dtype | None = None, channels_last: bool = False,
@@ -84,26 +114,26 @@ def evaluate_arrays(model: nn.Module, images: Tensor, labels: Tensor, batch_size
     dev = images.device
     cm = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.long, device=dev)
     loss = torch.zeros((), dtype=torch.float64, device=dev)
-    for i in range(0, len(labels), batch_size):
-        x = normalize(to_float(images[i:i + batch_size]))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = labels[i:i + batch_size].long()
-        with torch.autocast(dev.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            logits = model(x)
-            if tta_flip:
-                xf = x.flip(-1)
-                if channels_last:
-                    xf = xf.contiguous(memory_format=torch.channels_last)
-                mirrored = model(xf)
-        logits = logits.float()
-        if tta_flip:
-            logits = torch.logsumexp(torch.stack([F.log_softmax(logits, 1),
-                                                  F.log_softmax(mirrored.float(), 1)]), 0) - math.log(2)
+    for i, logits in _batch_logits(model, images, batch_size, amp_dtype, channels_last, tta_flip):
+        y = labels[i:i + len(logits)].long()
         loss += F.cross_entropy(logits, y, reduction="sum").double()
         cm += torch.bincount(y * NUM_CLASSES + logits.argmax(1), minlength=NUM_CLASSES ** 2)
     model.train(was)
     return cm.reshape(NUM_CLASSES, NUM_CLASSES).cpu().numpy(), float(loss)
+
+
+@torch.no_grad()
+def predict_arrays(model: nn.Module, images: Tensor, batch_size: int = 1024,
+                   amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                   tta_flip: bool = False) -> np.ndarray:
+    """The predicted class of every image, (N,) int64 on the CPU: the argmax that
+    :func:`evaluate_arrays` counts into its confusion matrix (same batches, precision and TTA)."""
+    was = model.training
+    model.eval()
+    out = [logits.argmax(1).cpu() for _, logits in
+           _batch_logits(model, images, batch_size, amp_dtype, channels_last, tta_flip)]
+    model.train(was)
+    return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
 
 
 def write_report(rep: dict, out_dir: str | Path, usage: str, title: str = "",
@@ -163,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tta_flip", default=None, type=parse_bool, metavar="BOOL",
                     help="average the predictions of each image and its mirror (default: the run's "
                          "config.tta_flip)")
+    ap.add_argument("--predictions", action="store_true",
+                    help="write predictions.npz (best.pt and final.pt on every evaluation usage) and "
+                         "eval_<usage>_final.json instead; --usage, --checkpoint and --tta_flip do not apply")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = ap.parse_args(argv)
     return run_cli("evaluate", lambda: _main(a), debug=a.debug)
@@ -171,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
 def _main(a: argparse.Namespace) -> int:
     from .config import Config
 
+    if a.predictions:
+        from .predictions import predictions_for_run
+
+        out = Path(a.out or a.run)
+        figures = predictions_for_run(a.run, a.data, a.cache_root, a.device, out)
+        print(f"wrote {RunDir(out).predictions}: " + ", ".join(
+            f"{k} {100 * v:.2f}%" if k.endswith("_acc") else f"{k} {v:.4f}" for k, v in figures.items()))
+        return 0
     rd = RunDir(a.run)
     if not rd.config.is_file():
         raise FileNotFoundError(f"--run {a.run}: not a training run ({rd.config} is missing)")

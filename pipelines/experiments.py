@@ -8,9 +8,14 @@ across machines through committed results.
 
 A plan is a JSON file (``pipelines/plans/ablations.json``, ``controls.json``, or your own):
 ``{"base": {config overrides}, "reference": ROW, "rows": [{"name": ..., "overrides": {...},
-"paper_delta": pp}], "recipes": {NAME: {overrides}}}``; each row is a list of
+"paper_delta": pp}], "recipes": {NAME: {overrides}}, "family": [ROW, ...]}``; each row is a list of
 :class:`pipelines.config.Config` overrides, not code; ``paper_delta`` (optional) is the paper's
-Δ accuracy for the row, shown beside ours. ``--recipe NAME`` adds that recipe's overrides to every
+Δ accuracy for the row, shown beside ours; ``family`` (optional) names, before the plan runs, the
+rows compared with the reference: Holm's correction covers exactly those (default: every other
+row), and a results folder that holds results refuses a plan with another family
+(:func:`results_record`). ``superseded_by`` / ``superseded_note`` mark a plan's results as
+replaced by another plan (kept in the record, and kept when the plan runs again;
+:mod:`pipelines.plan_report`). ``--recipe NAME`` adds that recipe's overrides to every
 row (results under ``results/<plan>_<NAME>``), ``--set KEY=VALUE`` adds more (give a ``--name``
 when they change the recipe, so that the results land in their own folder).
 
@@ -31,12 +36,15 @@ workers of a Dask cluster instead (one run per worker).
 
 ``--report [DIR|LABEL ...]`` rebuilds from the results folders alone (default: every plan under
 ``--results``) ``report.md``, ``report.csv`` and ``report.png`` in each: per row mean ± s.d. of
-PublicTest accuracy and macro F1, seeds, Δ against the reference row with its 95 % CI (paired over
-seeds), the paired t-test with Holm's correction over the plan's comparisons, and the paper's Δ
-(:mod:`pipelines.plan_report`); with ``--doc docs/results.md`` it also rewrites that file's block
+PublicTest accuracy (best and final epoch) and macro F1, seeds, Δ against the reference row for
+both epochs with its 95 % CI (paired over seeds), the paired t-test with Holm's correction within
+the plan's comparison family, where the runs stored per-image predictions a bootstrap interval
+over seeds and test images and McNemar's test per seed, the smallest Δ the plan's seeds detect,
+and the paper's Δ (:mod:`pipelines.plan_report`); with ``--doc docs/results.md`` it also rewrites that file's block
 between the plan-report markers with every plan's table and figure and, for each ``<plan>_<recipe>``
 beside ``<plan>``, whether the short recipe ranks the rows as the full one does. ``--compare SHORT
-FULL`` prints that comparison alone. ``--power`` prints the seed-to-seed s.d. of the paired
+FULL`` prints that comparison alone; ``--delta-figure PNG`` draws the reported plans' Δ side by side
+(:func:`pipelines.plan_report.delta_figure`). ``--power`` prints the seed-to-seed s.d. of the paired
 differences and the seeds needed to detect ``--delta`` points at alpha 0.05 with power 0.8.
 """
 
@@ -55,8 +63,8 @@ from typing import Any
 
 from . import runtime
 from .errors import run_cli
-from .plan_report import (plan_folders, power_table, rank_agreement, ranking_markdown, update_doc,
-                          write_report)
+from .plan_report import (check_plan_fields, delta_figure, plan_folders, power_table, rank_agreement,
+                          ranking_markdown, update_doc, write_report)
 from .plan_results import (comparable, config_diff, find_same_result, local_run_state, result_state,
                            reuse_result, run_seconds, stored_config, store_result)
 from .run_dir import RunDir
@@ -105,6 +113,7 @@ def load_plan(name_or_path: str) -> dict:
     if plan.get("reference", names[0]) not in names:
         raise ValueError(f"{path}: reference {plan['reference']!r} is not a row")
     plan.setdefault("reference", names[0])
+    check_plan_fields(plan, path)
     plan["path"] = str(path)
     return plan
 
@@ -325,6 +334,8 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
     record = {**{k: v for k, v in plan.items() if k not in ("path", "all_rows")},
               "rows": plan.get("all_rows", plan["rows"]), "plan_file": plan.get("path"),
               "label": label, "seeds": seeds, "set": extra or {}}
+    if res_dir is not None:
+        record = results_record(res_dir, record)
     _write_json(out / "plan.json", record)
     runs = expand(plan, seeds, out, extra, res_dir)
     committed, todo = _prepare(runs, say, reuse)
@@ -362,6 +373,28 @@ def run_plan(plan: dict, seeds: list[int], out: Path, *, jobs: int = 1, extra: d
     if failed:
         print(f"{len(failed)} run(s) failed; see their train.log: {failed}", file=sys.stderr)
     return status
+
+
+#: Fields of a results folder's ``plan.json`` that mark finished results, kept when the plan runs again.
+SUPERSESSION_FIELDS = ("superseded_by", "superseded_note")
+
+
+def results_record(res_dir: Path, record: dict) -> dict:
+    """The ``plan.json`` to write into the results folder ``res_dir`` for a run of the plan
+    ``record``: ``record`` itself, keeping a supersession mark already on the folder (unless the
+    plan sets its own). A plan whose comparison ``family`` differs from the one the folder's
+    finished results ran under is refused: a family is fixed before the runs, never re-picked."""
+    path = Path(res_dir) / "plan.json"
+    if not path.is_file():
+        return record
+    old = json.loads(path.read_text())
+    if old.get("family") != record.get("family") and any(Path(res_dir).glob("*/s*/metrics.json")):
+        raise ValueError(f"{path}: its results ran with comparison family {old.get('family')}, the plan "
+                         f"names {record.get('family')}; a family is fixed before a plan runs: keep it, "
+                         "or put the results in another folder (--name)")
+    if "superseded_by" in record:
+        return record
+    return {**record, **{k: old[k] for k in SUPERSESSION_FIELDS if k in old}}
 
 
 def _dispatch(cmds: list, jobs: int, scheduler: str | None, finished) -> None:
@@ -421,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-out", default=None, help="report folder (default: each results folder)")
     ap.add_argument("--doc", default=None, metavar="MARKDOWN", help="with --report: also rewrite the "
                     "block between the plan-report markers of this file (e.g. docs/results.md)")
+    ap.add_argument("--delta-figure", default=None, metavar="PNG", help="with --report: also draw the "
+                    "reported plans side by side in one figure of each compared row's Δ, its intervals "
+                    "and the smallest detectable Δ")
     ap.add_argument("--compare", nargs=2, metavar=("SHORT", "FULL"), default=None,
                     help="does recipe SHORT (e.g. controls_screen) rank the rows as FULL (controls) does")
     ap.add_argument("--power", metavar="DIR_OR_PLAN", default=None,
@@ -430,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     if not (ns.plan or ns.report is not None or ns.power or ns.compare):
         ap.error("give --plan, --report, --power or --compare")
-    if ns.doc and ns.report is None:
-        ap.error("--doc goes with --report")
+    if (ns.doc or ns.delta_figure) and ns.report is None:
+        ap.error("--doc and --delta-figure go with --report")
     return run_cli("experiments", lambda: _main(ns), debug=ns.debug)
 
 
@@ -449,6 +485,8 @@ def _main(ns: argparse.Namespace) -> int:
         if ns.doc:
             update_doc(Path(ns.doc), plan_folders(ns.report, results))
             print(f"{ns.doc}: plan-report block rewritten")
+        if ns.delta_figure:
+            print(f"Δ figure: {delta_figure(plan_folders(ns.report, results), ns.delta_figure, results)}")
         return 0
     if ns.compare:
         short, full = plan_folders(ns.compare, results)

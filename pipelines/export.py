@@ -1,13 +1,17 @@
 """Export a graph to the field's tools: ``python -m pipelines.export {sonata,neuroglancer} ...``.
 
     python -m pipelines.export sonata --out circuits/v1_column [--graph DIR] [--population NAME]
+    python -m pipelines.export sonata --run runs/paper-s1 --out circuits/paper-s1 [--checkpoint best]
     python -m pipelines.export neuroglancer --population "4P|L4" [--graph DIR] [--json FILE]
     python -m pipelines.export neuroglancer --types 4P 23P
     python -m pipelines.export neuroglancer --ids 864691135001579617 864691135001948818
 
 ``--graph DIR`` is a folder written by ``python -m pipelines.build_graph``; without it the
 toolkit's default graph is used (built into ``--cache`` on first use). ``sonata`` writes the
-circuit (see :mod:`connectomics.export.sonata`) and prints its files and sizes; ``neuroglancer``
+circuit (see :mod:`connectomics.export.sonata`) and prints its files and sizes; with ``--run`` the
+circuit is a trained run's column: the run's cells, the connections its column compiled (null
+model applied) and each connection's effective weight as SONATA's ``syn_weight``, so the trained
+column can be simulated in BMTK or NEST; ``neuroglancer``
 prints the link (and writes the state JSON with ``--json``). Any error exits non-zero with one
 line on stderr.
 """
@@ -17,6 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+import numpy as np
+import pandas as pd
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s = sub.add_parser("sonata", help="write a SONATA circuit", parents=[common])
     s.add_argument("--out", required=True, metavar="DIR", help="folder for the circuit files")
     s.add_argument("--population", default="microns", help="node population name (default microns)")
+    s.add_argument("--run", default=None, metavar="RUN_DIR",
+                   help="export a trained run's column with its effective weights as syn_weight")
+    s.add_argument("--checkpoint", default="best", help="with --run: best | final | last (default best)")
     s.add_argument("--chunk-edges", type=int, default=250_000, help="edges written per chunk")
     s.add_argument("--compression", choices=("none", "gzip"), default="none",
                    help="HDF5 compression (default none: libsonata's wheel cannot read gzip)")
@@ -58,6 +68,30 @@ def _load(args: argparse.Namespace):
     from connectomics.build import build_default_graph
 
     return build_default_graph(cache_root=args.cache)
+
+
+def trained_circuit(run: str, checkpoint: str = "best"):
+    """The graph of a trained run's column: the run's cells (nodes), the connections its column
+    compiled (edges, null model applied) with ``n_synapses``, ``summed_size`` and ``syn_weight``
+    (the effective weight the trained column applies)."""
+    from connectomics.graph import ConnectomeGraph
+
+    from .evaluate import load_run_model
+    from .models import load_run_graph
+    from .run_dir import RunDir
+
+    model, cfg, _ = load_run_model(run, checkpoint)
+    if cfg.model != "bionic":
+        raise ValueError(f"--run {run}: model {cfg.model!r} has no connectome column to export")
+    graph = load_run_graph(RunDir(run), cfg)
+    table = model.column.connection_table()
+    root = graph.nodes["root_id"].to_numpy()
+    pre, post = table["pre"].to_numpy(np.int64), table["post"].to_numpy(np.int64)
+    edges = pd.DataFrame({"pre": pre, "post": post, "pre_root_id": root[pre], "post_root_id": root[post],
+                          "n_synapses": table["n_synapses"].to_numpy(), "summed_size": table["summed_size"].to_numpy(),
+                          "syn_weight": table["weight"].to_numpy()})
+    meta = {**graph.meta, "trained_run": str(run), "checkpoint": checkpoint}
+    return ConnectomeGraph(nodes=graph.nodes, edges=edges, meta=meta)
 
 
 def _sonata(graph, args: argparse.Namespace) -> None:
@@ -88,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         t0 = time.perf_counter()
-        graph = _load(args)
+        if args.format == "sonata" and args.run:
+            if args.graph:
+                raise ValueError("--run exports the run's own graph; leave out --graph")
+            graph = trained_circuit(args.run, args.checkpoint)
+        else:
+            graph = _load(args)
         if args.format == "sonata":
             _sonata(graph, args)
             print(f"total {time.perf_counter() - t0:.1f} s (graph load included)")

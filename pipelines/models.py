@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from graphnet import ColumnSpec, compile_column
+from graphnet.column import trainable_parameters
 
 from .config import Config
 from .frontend import FrontEnd
@@ -120,10 +121,10 @@ def load_run_graph(run: Any, cfg: Config, checksum: str = "") -> Any:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Trainable parameters in total and per top-level part."""
-    out = {name: sum(p.numel() for p in mod.parameters() if p.requires_grad)
-           for name, mod in model.named_children()}
-    out["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Trainable parameters in total and per top-level part; a masked layer's weight counts its
+    connections, not the dense matrix that stores them (:func:`graphnet.column.trainable_parameters`)."""
+    out = {name: trainable_parameters(mod) for name, mod in model.named_children()}
+    out["total"] = trainable_parameters(model)
     return out
 
 

@@ -5,6 +5,9 @@ repository so that a plan started on one machine is finished on another.
     results/<plan>/<row>/s<seed>/config.json  the run's resolved Config
     results/<plan>/<row>/s<seed>/metrics.json per-epoch metrics and the run summary
     results/<plan>/<row>/s<seed>/eval_<usage>.json  the best checkpoint's evaluation reports
+                                               (eval_<usage>_final.json: the final checkpoint's)
+    results/<plan>/<row>/s<seed>/predictions.npz  per-image predictions of the best and final
+                                               checkpoints (:mod:`pipelines.predictions`, a few kB)
     results/<plan>/<row>/s<seed>/run.json     wall seconds of the run, host, finish time, git commit
 
 Never checkpoints, graphs or figures (:data:`RESULT_FILES`; any file over :data:`MAX_BYTES` is
@@ -42,8 +45,10 @@ from .run_dir import RunDir
 IGNORED_FIELDS: tuple[str, ...] = ("out", "data", "cache_root", "progress", "log_every", "plots",
                                    "threads", "eval_batch_size")
 
-#: Files of a run folder that are committed (``eval_*.json`` by pattern).
-RESULT_FILES: tuple[str, ...] = (RunDir(".").config.name, RunDir(".").metrics_json.name)
+#: Files of a run folder that are committed (``eval_*.json`` by pattern); a run without
+#: predictions (trained before they were stored) is stored without them.
+RESULT_FILES: tuple[str, ...] = (RunDir(".").config.name, RunDir(".").metrics_json.name,
+                                 RunDir(".").predictions.name)
 EVAL_PATTERN = RunDir(".").eval_json("*").name
 RUN_INFO = "run.json"
 #: Larger files are never committed.

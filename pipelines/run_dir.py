@@ -7,7 +7,9 @@
     <run>/last.pt                  written atomically after every epoch: what --resume reads
     <run>/best.pt                  the best epoch on the validation usage (weights only)
     <run>/final.pt                 the last epoch of a finished run
-    <run>/eval_<usage>.json        evaluation reports; confusion_<usage>.png their figures
+    <run>/eval_<usage>.json        evaluation reports (best.pt; eval_<usage>_final.json: final.pt);
+                                   confusion_<usage>.png their figures
+    <run>/predictions.npz          per-image predictions of best.pt and final.pt (pipelines.predictions)
     <run>/train.log                the output of a run started by pipelines.experiments
     <run>/.lock                    held (flock) by the process training into the folder
 
@@ -90,6 +92,10 @@ class RunDir:
 
     def eval_json(self, usage: str) -> Path:
         return self.root / f"eval_{usage}.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.npz"
 
     def confusion_png(self, usage: str) -> Path:
         return self.root / f"confusion_{usage}.png"

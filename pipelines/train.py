@@ -446,8 +446,11 @@ def train_step(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         g["lr"] = t.lr
     if "before_step" in t.hooks:
         t.hooks["before_step"](step, t.raw)
-    with t.rt.autocast():
-        logits = t.net(x)
+    try:
+        with t.rt.autocast():
+            logits = t.net(x)
+    except FloatingPointError as exc:   # the recurrent column's dynamics exploded
+        raise TrainingDiverged(_diverged_msg(t.run.root, t.state.epoch, step, str(exc))) from None
     logits = logits.float()
     loss_s = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
     t.opt.zero_grad(set_to_none=True)
@@ -525,8 +528,12 @@ def run_epoch(t: Trainer) -> dict | None:
 
 def validate_epoch(t: Trainer) -> tuple[dict, float]:
     """(report, summed loss) of the model on the validation usage (all ranks' shards)."""
-    cm, vloss = evaluate_arrays(t.eval_net, t.XV, t.YV, t.cfg.eval_batch_size, t.rt.amp_dtype,
-                                t.rt.channels_last, tta_flip=t.cfg.tta_flip)
+    try:
+        cm, vloss = evaluate_arrays(t.eval_net, t.XV, t.YV, t.cfg.eval_batch_size, t.rt.amp_dtype,
+                                    t.rt.channels_last, tta_flip=t.cfg.tta_flip)
+    except FloatingPointError as exc:
+        raise TrainingDiverged(_diverged_msg(t.run.root, t.state.epoch, t.state.step - 1,
+                                             f"validation: {exc}")) from None
     if t.dd.world > 1:
         v = torch.as_tensor(np.concatenate([cm.ravel(), [vloss]]), dtype=torch.float64, device=t.rt.device)
         dist.all_reduce(v)
@@ -641,6 +648,7 @@ def finish(t: Trainer) -> dict:
 
 def _final_reports(t: Trainer, summary: dict) -> None:
     from .plots import plot_curves
+    from .predictions import store_predictions
 
     cfg, raw, dev = t.cfg, t.raw, t.rt.device
     if cfg.plots:
@@ -671,6 +679,8 @@ def _final_reports(t: Trainer, summary: dict) -> None:
                   f"{100 * rep['accuracy']:.2f}%, macro F1 {rep['macro_f1']:.4f}")
     finally:
         raw.load_state_dict(final_state)
+    summary.update(store_predictions(t.run.root, raw, best["model"], t.ds, cfg, t.rt, plot=cfg.plots,
+                                     best_epoch=best["epoch"], final_epoch=t.state.epoch))
 
 
 def loop(t: Trainer) -> dict:

@@ -56,8 +56,10 @@ def test_results_are_committed_and_finish_on_another_machine(tmp_path, tiny_base
     assert ex.main([*args[:3], "1", *args[4:], "--out", str(tmp_path / "m1")]) == 0
     assert len(launched) == 2
     res = results / "tiny" / "full" / "s1"
-    assert sorted(p.name for p in res.iterdir()) == ["config.json", "eval_PrivateTest.json",
-                                                      "eval_PublicTest.json", "metrics.json", "run.json"]
+    assert sorted(p.name for p in res.iterdir()) == [
+        "config.json", "eval_PrivateTest.json", "eval_PrivateTest_final.json", "eval_PublicTest.json",
+        "eval_PublicTest_final.json", "metrics.json", "predictions.npz", "run.json"]
+    assert (res / "predictions.npz").read_bytes() == (tmp_path / "m1" / "full" / "s1" / "predictions.npz").read_bytes()
     info = json.loads((res / "run.json").read_text())
     assert info["seconds"] > 0 and (info["commit"] is None or len(info["commit"].split("+")[0]) == 40)
     # machine 2: no runs folder, only the committed results -> seed 1 skipped, seed 2 run
@@ -75,6 +77,12 @@ def test_results_are_committed_and_finish_on_another_machine(tmp_path, tiny_base
     assert ex.main(["--report", "--results", str(results)]) == 0
     md = (results / "tiny" / "report.md").read_text()
     assert "| full | 2 |" in md and "| no_dale | 2 |" in md
+    # the committed predictions give the image-level statistics and the final epoch
+    import pandas as pd
+
+    row = pd.read_csv(results / "tiny" / "report.csv").set_index("row").loc["no_dale"]
+    assert row["boot_lo"] <= row["delta_acc"] <= row["boot_hi"] and row["mcnemar_seeds"] == 2
+    assert np.isfinite(row["final_acc_mean"]) and np.isfinite(row["delta_final"])
     assert (results / "tiny" / "report.png").stat().st_size > 1000
     # a changed config is re-run (and its result replaced), never reused
     plan = json.loads(plan_file.read_text())
@@ -136,12 +144,17 @@ def test_store_result_is_atomic_and_small(tmp_path):
     (run / "eval_Big.json").write_bytes(b"x" * (pr.MAX_BYTES + 1))
     for f in ("final.pt", "best.pt", "curves.png"):
         (run / f).write_bytes(b"x")
+    # a run of before predictions were stored: stored without them
+    old = pr.store_result(run, tmp_path / "res" / "a" / "s0")
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "eval_PublicTest.json",
+                                                      "metrics.json", "run.json"]
+    (run / "predictions.npz").write_bytes(b"npz")
     dest = pr.store_result(run, tmp_path / "res" / "a" / "s1", seconds=12.5)
     assert sorted(p.name for p in dest.iterdir()) == ["config.json", "eval_PublicTest.json",
-                                                       "metrics.json", "run.json"]
+                                                       "metrics.json", "predictions.npz", "run.json"]
     assert pr.run_seconds(dest) == 12.5
     pr.store_result(run, dest, seconds=3.0)       # replaces, leaves no temporary folders
-    assert pr.run_seconds(dest) == 3.0 and sorted(p.name for p in dest.parent.iterdir()) == ["s1"]
+    assert pr.run_seconds(dest) == 3.0 and sorted(p.name for p in dest.parent.iterdir()) == ["s0", "s1"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,3 +274,50 @@ def test_power_cli_on_results(tmp_path, capsys):
     sd = float(np.std(diffs, ddof=1))
     assert f"{sd:8.2f}" in out and f"{ps.seeds_needed(sd, 0.5):6d}" in out.splitlines()[-2]
     assert f"5 seeds {ps.detectable_delta(5, sd):.2f} pp" in out.splitlines()[-1]
+
+
+def test_mcnemar_exact_by_hand():
+    row = np.array([1] * 10 + [0] * 2 + [1] * 5 + [0] * 3, bool)
+    ref = np.array([0] * 10 + [1] * 2 + [1] * 5 + [0] * 3, bool)
+    r = ps.mcnemar_exact(row, ref)
+    # b = 10 discordant for the row, c = 2: two-sided 2 P(X >= 10 | Bin(12, 1/2)) = 2 (66 + 12 + 1) / 4096
+    assert (r["b"], r["c"]) == (10, 2) and r["p"] == pytest.approx(158 / 4096)
+    assert ps.mcnemar_exact(ref, row)["p"] == pytest.approx(158 / 4096)
+    assert ps.mcnemar_exact(row, row) == {"b": 0, "c": 0, "p": 1.0}
+    with pytest.raises(ValueError, match="differ in images"):
+        ps.mcnemar_exact(row, ref[:-1])
+
+
+def test_paired_bootstrap_resamples_seeds_then_images():
+    rng = np.random.default_rng(3)
+    n_img = 2000
+    ref = [rng.random(n_img) < 0.5 for _ in range(4)]
+    row = [np.where(rng.random(n_img) < 0.8, r, rng.random(n_img) < 0.53) for r in ref]
+    got = ps.paired_bootstrap(row, ref, n_boot=4000)
+    d = np.array([a.astype(int) - b for a, b in zip(row, ref)])          # (seeds, images)
+    assert got["mean"] == pytest.approx(100 * d.mean()) and got["n"] == 4
+    # the same distribution as drawing seeds, then image indices, explicitly
+    explicit = []
+    for _ in range(2000):
+        seeds = rng.integers(0, 4, 4)
+        explicit.append(100 * np.mean([d[k][rng.integers(0, n_img, n_img)].mean() for k in seeds]))
+    lo, hi = np.percentile(explicit, [2.5, 97.5])
+    width = hi - lo
+    assert abs(got["lo"] - lo) < 0.1 * width and abs(got["hi"] - hi) < 0.1 * width
+    # one seed: only the images vary, s.d. of the mean = sd(d) / sqrt(N)
+    one = ps.paired_bootstrap(row[:1], ref[:1])
+    half = 1.96 * 100 * d[0].std() / np.sqrt(n_img)
+    assert (one["lo"], one["hi"]) == pytest.approx((100 * d[0].mean() - half, 100 * d[0].mean() + half), abs=0.05 * half)
+    # seeds far apart and many images: the interval spans the seeds' own differences
+    big = 200_000
+    a = [np.ones(big, bool), np.zeros(big, bool)]
+    b = [np.r_[np.ones(big - 10_000, bool), np.zeros(10_000, bool)], np.r_[np.ones(10_000, bool), np.zeros(big - 10_000, bool)]]
+    two = ps.paired_bootstrap(a, b)           # seed 1: +5 pp, seed 2: -5 pp
+    assert two["mean"] == pytest.approx(0) and two["lo"] == pytest.approx(-5, abs=0.1) and two["hi"] == pytest.approx(5, abs=0.1)
+    assert ps.paired_bootstrap(row, ref) == ps.paired_bootstrap(row, ref)     # seeded: reproducible
+    same = ps.paired_bootstrap(ref, ref)
+    assert (same["lo"], same["hi"]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same number"):
+        ps.paired_bootstrap(row, ref[:2])
+    with pytest.raises(ValueError, match="seed 0"):
+        ps.paired_bootstrap([row[0][:5]], [ref[0]])

@@ -104,7 +104,7 @@ def test_same_seed_same_init_as_masked_and_round_trips():
     perm = torch.randperm(rows.numel(), generator=g)  # edge order must not matter
     d = MaskedLinear(11, 7, mask, generator=torch.Generator().manual_seed(5))
     s = SparseLinear(11, 7, torch.stack([cols, rows])[:, perm], generator=torch.Generator().manual_seed(5))
-    torch.testing.assert_close(s.dense_weight(), d.effective_weight().detach())
+    torch.testing.assert_close(s.dense_weight().detach(), d.effective_weight().detach())
     assert torch.equal(s.mask, mask)
     assert torch.equal(s.fan_in, d.fan_in)
     assert torch.equal(s.connections(), d.connections())
@@ -174,5 +174,5 @@ def test_sign_and_scale_checks_and_dale_projection_are_shared_with_masked():
     # E unit 0 clamped to >= 0, I unit 1 to <= 0, free unit 2 kept; off-mask entries zero
     expect = torch.tensor([[0.0, 0.0, 0.3], [0.4, 0.0, 0.0]])
     torch.testing.assert_close(d.effective_weight().detach(), expect)
-    torch.testing.assert_close(s.dense_weight(), expect)
+    torch.testing.assert_close(s.dense_weight().detach(), expect)
     assert "dale=True" in repr(d) and "dale=True" in repr(s) and "impl='csr'" in repr(s)

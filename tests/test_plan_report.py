@@ -12,6 +12,7 @@ from scipy import stats
 
 from pipelines import experiments as ex
 from pipelines import plan_report as rep
+from tests.conftest import lines_with_gid
 
 ROWS = [{"name": "full", "overrides": {}}, {"name": "b", "overrides": {"lr": 0.002}},
         {"name": "c", "overrides": {"lr": 0.004}}, {"name": "d", "overrides": {"lr": 0.006}}]
@@ -141,3 +142,252 @@ def test_rank_agreement_reports_the_exact_spearman_p(two_recipes):
     # ranks (4, 3, 2, 1) against (3, 2, 4, 1): rho = 0.4; 18 of the 24 pairings have |rho| >= 0.4
     assert agr["spearman"] == pytest.approx(0.4) and agr["spearman_p"] == pytest.approx(18 / 24)
     assert agr["spearman_p"] > stats.spearmanr(a, b)[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# per-image statistics, comparison families, supersession, resolution, the Δ figure
+# ------------------------------------------------------------------------------------------------
+from pipelines import plan_stats as ps  # noqa: E402
+from pipelines import predictions as P  # noqa: E402
+
+N_IMAGES = 400
+
+
+def _correct(rng, p: float) -> np.ndarray:
+    return rng.random(N_IMAGES) < p
+
+
+def _pred_folder(root: Path, label: str, rows: list[dict], correct: dict[str, list[tuple]],
+                 old: dict[str, list[tuple[float, float]]] | None = None, **plan_fields) -> Path:
+    """A results folder of ``rows``: for each row in ``correct`` one finished run per (best, final)
+    pair of (N,) bool arrays, with its predictions and summary; for each row in ``old`` runs of
+    before predictions were stored: (best accuracy, last epoch's accuracy) from metrics.json only."""
+    folder = root / label
+    folder.mkdir(parents=True)
+    plan = {"rows": rows, "reference": rows[0]["name"], "label": label, **plan_fields}
+    (folder / "plan.json").write_text(json.dumps(plan))
+    labels = np.random.default_rng(99).integers(0, 7, N_IMAGES)
+    over = {r["name"]: r["overrides"] for r in rows}
+    for name, seeds in {**correct, **(old or {})}.items():
+        for seed, pair in enumerate(seeds, 1):
+            d = folder / name / f"s{seed}"
+            d.mkdir(parents=True)
+            ex.Run(name, seed, d, over[name]).config().save(d / "config.json")
+            if name in correct:
+                best, final = pair
+                arrays = {"PublicTest_label": labels, "PublicTest_best": np.where(best, labels, (labels + 1) % 7),
+                          "PublicTest_final": np.where(final, labels, (labels + 2) % 7)}
+                P.save_predictions(d / "predictions.npz", arrays, ["PublicTest"], best_epoch=3, final_epoch=4,
+                                   tta_flip=False)
+                summary = {"finished": True, "best_PublicTest_acc": best.mean(), "best_PublicTest_f1": 0.4,
+                           "final_PublicTest_acc": final.mean(), "final_PublicTest_f1": 0.4}
+                epochs = []
+            else:
+                summary = {"finished": True, "best_PublicTest_acc": pair[0], "best_PublicTest_f1": 0.4}
+                epochs = [{"epoch": 1, "val_acc": pair[0], "val_f1": 0.4}, {"epoch": 2, "val_acc": pair[1]}]
+            (d / "metrics.json").write_text(json.dumps({"summary": summary, "epochs": epochs}, default=float))
+    return folder
+
+
+ROWS5 = [{"name": n, "overrides": {"lr": 0.001 * (i + 1)}} for i, n in enumerate(["ref", "b", "c", "d", "e"])]
+
+
+@pytest.fixture
+def with_predictions(tmp_path):
+    """ref, b (better by ~8 pp on seeds 1-3), c (old runs: no predictions), d (like ref)."""
+    rng = np.random.default_rng(5)
+    ref = [(_correct(rng, 0.5), _correct(rng, 0.5)) for _ in range(3)]
+    b = [(r | _correct(rng, 0.16), f | _correct(rng, 0.1)) for r, f in ref]   # right where ref is, and more
+    d = [(np.where(rng.random(N_IMAGES) < 0.5, r, ~r), f) for r, f in ref]
+    old = {"c": [(0.52, 0.50), (0.49, 0.51), (0.50, 0.49)]}
+    return _pred_folder(tmp_path, "pp", ROWS5[:4], {"ref": ref, "b": b, "d": d}, old), ref, b, d
+
+
+def test_report_gives_the_bootstrap_and_mcnemar_where_predictions_exist(with_predictions):
+    from scipy import stats
+
+    folder, ref, b, d = with_predictions
+    rows = {r["row"]: r for r in rep.summarize(*rep.collect(folder))}
+    rb = rows["b"]
+    want = ps.paired_bootstrap([x for x, _ in b], [x for x, _ in ref])
+    assert (rb["boot_lo"], rb["boot_hi"]) == pytest.approx((want["lo"], want["hi"]))
+    assert want["mean"] == pytest.approx(rb["delta_acc"])          # the same Δ as the summaries give
+    want_f = ps.paired_bootstrap([f for _, f in b], [f for _, f in ref])
+    assert (rb["boot_final_lo"], rb["boot_final_hi"]) == pytest.approx((want_f["lo"], want_f["hi"]))
+    assert rb["delta_final"] == pytest.approx(np.mean([100 * (f.mean() - g.mean()) for (_, f), (_, g) in zip(b, ref)]))
+    # McNemar by hand: b is right wherever ref is, so every discordant image favours b
+    ps_ = [stats.binomtest(int((x & ~y).sum()), int((x ^ y).sum()), 0.5).pvalue for (x, _), (y, _) in zip(b, ref)]
+    assert rb["mcnemar_p"] == ";".join(f"{p:.3g}" for p in ps_)
+    assert rb["mcnemar_significant"] == sum(p < 0.05 for p in ps_) == 3 and rb["mcnemar_row_better"] == 3
+    # old runs: their final epoch from metrics.json's last epoch, no image-level statistics
+    rc = rows["c"]
+    assert rc["final_acc_mean"] == pytest.approx(50.0) and rc["delta_final"] is not None
+    assert rc["boot_lo"] is None and rc["mcnemar_seeds"] is None
+    md = rep.report_markdown(list(rows.values()))
+    line = {ln.split(" | ")[0][2:]: ln for ln in md.splitlines() if ln.startswith("| ")}
+    assert f"| {rep._interval(want['lo'], want['hi'])} |" in line["b"] and "| 3/3 (+3/−0) |" in line["b"]
+    cells = line["c"].split(" | ")
+    assert cells[6] == "–" and cells[9] == "–" and cells[11] == "–"      # bootstrap, McNemar, bootstrap final
+    assert rows["d"]["mcnemar_row_better"] == 0
+
+
+def test_image_statistics_need_the_same_images(with_predictions, capsys):
+    folder = with_predictions[0]
+    f = folder / "d" / "s2" / "predictions.npz"
+    pred = P.load_predictions(f.parent)
+    arrays = {f"PublicTest_{k}": v for k, v in pred["PublicTest"].items()}
+    arrays["PublicTest_label"] = (arrays["PublicTest_label"] + 1) % 7
+    P.save_predictions(f, arrays, ["PublicTest"], best_epoch=3, final_epoch=4, tta_flip=False)
+    rows = {r["row"]: r for r in rep.summarize(*rep.collect(folder))}
+    assert rows["d"]["boot_lo"] is None and rows["d"]["mcnemar_seeds"] is None
+    assert "seed 2: its predictions are of other images" in capsys.readouterr().err
+
+
+def test_holm_corrects_within_exactly_the_named_family(tmp_path):
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    accs = {"ref": [0.50, 0.52, 0.51], "b": [0.53, 0.56, 0.54], "c": [0.51, 0.525, 0.515], "d": [0.49, 0.50, 0.505]}
+    old = {k: [(a, a) for a in v] for k, v in accs.items()}
+    p = {k: stats.ttest_rel(np.multiply(v, 100), np.multiply(accs["ref"], 100)).pvalue for k, v in accs.items() if k != "ref"}
+    fam = _pred_folder(tmp_path, "fam", ROWS5, {}, old, family=["b", "c", "e"])    # e: not run yet
+    rows = {r["row"]: r for r in rep.summarize(*rep.collect(fam))}
+    want = ps.holm([p["b"], p["c"], 1.0])                                            # m = 3, e counts as p = 1
+    assert rows["b"]["holm_p"] == pytest.approx(want[0]) and rows["c"]["holm_p"] == pytest.approx(want[1])
+    assert rows["d"]["holm_p"] is None and not rows["d"]["in_family"] and not rows["d"]["significant"]
+    assert rows["d"]["paired_p"] == pytest.approx(p["d"]) and rows["d"]["delta_lo"] is not None
+    md = rep.plan_markdown(*rep.collect(fam)[:1], list(rows.values()), rep.collect(fam)[1])
+    assert "| outside family |" in md.splitlines()[5]                               # the d row
+    assert "named by the plan before it ran: b, c, e; Holm over m = 3" in md
+    # without a family: every non-reference row with a test (today's rule)
+    nofam = _pred_folder(tmp_path, "nofam", ROWS5, {}, old)
+    rows = {r["row"]: r for r in rep.summarize(*rep.collect(nofam))}
+    assert [rows[k]["holm_p"] for k in "bcd"] == pytest.approx(ps.holm([p["b"], p["c"], p["d"]]))
+    assert all(rows[k]["in_family"] for k in "bcd")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"family": ["b", "zz"]}, r"family names unknown row\(s\) \['zz'\]"),
+    ({"family": ["ref", "b"]}, "family holds the reference 'ref'"),
+    ({"family": "b"}, "family must be a non-empty list"),
+    ({"family": []}, "family must be a non-empty list"),
+    ({"family": ["b", "b"]}, "family names a row twice"),
+    ({"superseded_by": "new"}, "superseded_by needs a superseded_note"),
+    ({"superseded_note": "why"}, "superseded_by must name the plan label"),
+])
+def test_load_plan_checks_family_and_supersession(tmp_path, fields, message):
+    path = tmp_path / "myplan.json"
+    path.write_text(json.dumps({"reference": "ref", "rows": ROWS5[:3], **fields}))
+    with pytest.raises(ValueError, match=rf"myplan\.json: {message}"):
+        ex.load_plan(str(path))
+    folder = tmp_path / "res"
+    folder.mkdir()
+    (folder / "plan.json").write_text(json.dumps({"reference": "ref", "rows": ROWS5[:3], **fields}))
+    with pytest.raises(ValueError, match=rf"plan\.json: {message}"):
+        rep.collect(folder)
+
+
+def test_a_valid_family_and_supersession_pass_into_the_results_plan(tmp_path, monkeypatch):
+    path = tmp_path / "myplan.json"
+    path.write_text(json.dumps({"reference": "ref", "rows": ROWS5[:3], "family": ["b", "c"],
+                                "superseded_by": "newplan", "superseded_note": "unmatched nulls."}))
+    plan = ex.load_plan(str(path))
+    monkeypatch.setattr(ex, "_execute", lambda cmd, log, cwd: 0)
+    monkeypatch.setattr(ex, "_cuda_available", lambda: False)
+    monkeypatch.setattr(ex.runtime, "default_threads", lambda local_processes=1: 1)
+    ex.run_plan(plan, [1], tmp_path / "runs", progress=False, results=tmp_path / "results")
+    stored = json.loads((tmp_path / "results" / "myplan" / "plan.json").read_text())
+    assert stored["family"] == ["b", "c"] and stored["superseded_by"] == "newplan"
+
+
+def test_a_superseded_plan_is_shown_as_such_with_its_note(with_predictions, tmp_path):
+    folder = with_predictions[0]
+    plan = json.loads((folder / "plan.json").read_text())
+    plan.update(superseded_by="pp_matched", superseded_note="The nulls were not matched per projection.")
+    (folder / "plan.json").write_text(json.dumps(plan))
+    md = rep.write_report(folder).read_text()
+    assert md.startswith("## pp (reference: ref): superseded by pp_matched\n")
+    assert "> **Superseded** by `pp_matched`: The nulls were not matched per projection." in md
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"{rep.DOC_BEGIN}\n{rep.DOC_END}\n")
+    rep.update_doc(doc, [folder])
+    text = doc.read_text()
+    assert "#### pp (reference: ref): superseded by pp_matched" in text and "not matched per projection" in text
+    assert "| b | 3 |" in text                                                  # the results stay
+
+
+def test_the_report_states_the_plans_own_resolution(with_predictions, capsys):
+    folder = with_predictions[0]
+    plan, records = rep.collect(folder)
+    rows = rep.summarize(plan, records)
+    by = {(r["row"], r["seed"]): 100 * r["acc"] for r in records}
+    diffs = [[by[(n, s)] - by[("ref", s)] for s in (1, 2, 3)] for n in ("b", "c", "d")]
+    sd = ps.pooled_sd(diffs)
+    pw = rep.plan_power(plan, rows, records)
+    assert pw["sd"] == pytest.approx(sd) and pw["pairs"] == 9 and pw["comparisons"] == 3
+    assert pw["detectable"] == {3: pytest.approx(ps.detectable_delta(3, sd))}
+    md = rep.plan_markdown(plan, rows, records)
+    assert f"pooled s.d. of paired differences is {sd:.2f} pp (3 comparisons, 9 pairs)" in md
+    assert f"{ps.detectable_delta(3, sd):.2f} pp with 3 seeds" in md
+    assert ex.main(["--power", str(folder), "--delta", "1"]) == 0
+    assert f"3 seeds {ps.detectable_delta(3, sd):.2f} pp (this plan)" in capsys.readouterr().out
+
+
+def test_delta_figure_draws_each_plan_with_both_intervals_and_the_detectable_band(with_predictions, tmp_path):
+    folder = with_predictions[0]
+    rng = np.random.default_rng(7)
+    ref = [(_correct(rng, 0.5), _correct(rng, 0.5)) for _ in range(5)]
+    other = _pred_folder(tmp_path, "other", ROWS5[:3], {"ref": ref, "b": [(_correct(rng, 0.52), _correct(rng, 0.5))
+                                                                          for _ in range(5)]},
+                         {"c": [(0.5, 0.5)] * 5}, family=["b", "c"])
+    fig = rep.delta_figure_of([folder, other])
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 2
+    for ax, f in zip(fig.axes, (folder, other)):
+        plan, records = rep.collect(f)
+        rows = {r["row"]: r for r in rep.summarize(plan, records)}
+        shown = plan.get("family") or ["b", "c", "d"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == shown
+        for name in shown:
+            r = rows[name]
+            seg = [c for c in ax.collections if c.get_gid() == f"t-interval:{name}"][0].get_segments()[0]
+            assert (seg[0][0], seg[1][0]) == pytest.approx((r["delta_lo"], r["delta_hi"]))
+            boot = lines_with_gid(ax, f"bootstrap:{name}")
+            if r["boot_lo"] is None:
+                assert boot == []
+            else:
+                assert tuple(boot[0].get_xdata()) == pytest.approx((r["boot_lo"], r["boot_hi"]))
+            assert lines_with_gid(ax, f"final:{name}")[0].get_xdata()[0] == pytest.approx(r["delta_final"])
+        band = [p for p in ax.patches if p.get_gid() == "detectable"][0]
+        det = rep.plan_power(plan, list(rows.values()), records)["detectable"]
+        x0, x1 = band.get_x(), band.get_x() + band.get_width()
+        assert (x0, x1) == pytest.approx((-det[max(det)], det[max(det)]))
+        assert lines_with_gid(ax, "zero")[0].get_xdata()[0] == 0
+    out = rep.delta_figure([folder.name, other.name], tmp_path / "figs" / "delta.png", results=tmp_path)
+    assert out.stat().st_size > 5000
+    assert ex.main(["--report", "pp", "other", "--results", str(tmp_path), "--delta-figure",
+                    str(tmp_path / "cli.png")]) == 0 and (tmp_path / "cli.png").is_file()
+    with pytest.raises(ValueError, match="none of the rows"):
+        rep.delta_figure_of([folder], rows=["nope"])
+
+
+def test_running_a_plan_again_keeps_the_supersession_mark_and_refuses_a_new_family(tmp_path, monkeypatch):
+    monkeypatch.setattr(ex, "_execute", lambda cmd, log, cwd: 0)
+    monkeypatch.setattr(ex, "_cuda_available", lambda: False)
+    monkeypatch.setattr(ex.runtime, "default_threads", lambda local_processes=1: 1)
+    path = tmp_path / "myplan.json"
+    path.write_text(json.dumps({"reference": "ref", "rows": ROWS5[:3]}))
+    results = tmp_path / "results"
+    ex.run_plan(ex.load_plan(str(path)), [1], tmp_path / "runs", progress=False, results=results)
+    stored = results / "myplan" / "plan.json"
+    mark = {"superseded_by": "newplan", "superseded_note": "why."}
+    stored.write_text(json.dumps({**json.loads(stored.read_text()), **mark}))
+    ex.run_plan(ex.load_plan(str(path)), [1, 2], tmp_path / "runs", progress=False, results=results)
+    again = json.loads(stored.read_text())
+    assert again["seeds"] == [1, 2] and {k: again[k] for k in mark} == mark
+    # a family named after results exist would re-pick the comparisons: refused
+    (results / "myplan" / "b" / "s1").mkdir(parents=True)
+    (results / "myplan" / "b" / "s1" / "metrics.json").write_text("{}")
+    path.write_text(json.dumps({"reference": "ref", "rows": ROWS5[:3], "family": ["b"]}))
+    with pytest.raises(ValueError, match=r"plan\.json: its results ran with comparison family None"):
+        ex.run_plan(ex.load_plan(str(path)), [1], tmp_path / "runs", progress=False, results=results)
+    assert json.loads(stored.read_text()).get("family") is None

@@ -149,9 +149,14 @@ def test_paper_and_cnn_presets_parameter_counts():
     paper = replace(Config(), **PRESETS["paper"])
     m = build_model(paper, g)
     c = count_parameters(m)
-    # conv 1->8 (5x5) 208 + conv 8->16 3,216 + CBAM 247; column: input 3,600x266 + masked
-    # A->B, B->C, C->D and 4 within-layer matrices (dense storage) + biases + LayerNorms; head 383x7+7
-    assert c == {"front": 3_671, "dropout": 0, "column": 1_562_874, "head": 2_688, "total": 1_569_233}
+    # conv 1->8 (5x5) 208 + conv 8->16 3,216 + CBAM 247; column: input 3,600x266 = 957,600 + one
+    # weight per connection of A->B, B->C, C->D and the 4 within-layer masks (not the dense
+    # matrices that store them) + bias, LayerNorm gain and shift per unit (3 x 1,183); head 383x7+7
+    edges = sum(mod.n_edges for mod in m.column.modules() if type(mod).__name__ == "MaskedLinear")
+    assert edges > 1000
+    column = 3600 * 266 + edges + 3 * (266 + 349 + 185 + 383)
+    assert c == {"front": 3_671, "dropout": 0, "column": column, "head": 2_688,
+                 "total": 3_671 + column + 2_688}
     assert m.column.out_features == 383 and m.front.out_features == 16 * 15 * 15
     assert m(torch.randn(2, 1, 48, 48)).shape == (2, 7)
     for name in ("cnn", "cnn400"):

@@ -31,7 +31,10 @@ Edges
     one edge per connected ordered pair, **sorted by target node, then source node**. Group ``0``
     holds ``nsyns`` (int64, synapses in the connection; BMTK's name for it; float64 with NaN =
     unknown if any count is missing) and ``summed_size`` (float64, summed synapse size in the
-    synapse table's voxel units; NaN = unknown; left out when no edge has one). The edge type
+    synapse table's voxel units; NaN = unknown; left out when no edge has one) and, when the edge
+    table has a ``syn_weight`` column (a trained model's effective weights, written by
+    ``python -m pipelines.export sonata --run RUN``), ``syn_weight`` (float64, SONATA's reserved
+    name for the connection's weight: the signed weight the model applies). The edge type
     gives the sign of the presynaptic cell: ``synapse_class`` excitatory/inhibitory, ``sign``
     +1/-1, ``pre_ei`` E/I. The ``indices`` groups are laid out as libsonata's own
     ``EdgePopulation.write_indices`` lays them out (uint64; a node without edges gets the empty
@@ -172,6 +175,8 @@ def _edge_attributes(edges: pd.DataFrame) -> dict[str, np.ndarray]:
         size = pd.to_numeric(edges["summed_size"], errors="coerce").to_numpy(dtype=np.float64)
         if not np.isnan(size).all():
             out["summed_size"] = size
+    if "syn_weight" in edges.columns:
+        out["syn_weight"] = pd.to_numeric(edges["syn_weight"], errors="coerce").to_numpy(dtype=np.float64)
     return out
 
 
