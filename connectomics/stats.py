@@ -1,4 +1,4 @@
-"""Graph statistics: the numbers behind :mod:`connectomics.plot`, the build summary and the
+"""Graph statistics: the numbers behind :mod:`connectomics.plots`, the build summary and the
 compiler's type-level masks.
 
 Connection probability is defined once (:func:`connection_probability`): connected ordered
@@ -8,7 +8,8 @@ itself exclude autapses. Every table here, :func:`connectomics.graph.type_graph`
 
 Tables
     :func:`cell_counts`, :func:`population_order`, :func:`connectivity_table`, :func:`layer_table`,
-    :func:`degrees`, :func:`ei_connection_probability`, :func:`density`, :func:`reciprocity`.
+    :func:`degrees`, :func:`ei_connection_probability`, :func:`density`, :func:`reciprocity`,
+    :func:`has_synapse_sizes`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def connection_probability(connected_pairs, n_pre, n_post, same_population=False
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(possible > 0, np.asarray(connected_pairs, float) / np.maximum(possible, 1), empty)
     return float(p) if p.ndim == 0 else p
+
+
+def has_synapse_sizes(graph: "ConnectomeGraph") -> bool:
+    """Whether every connection of the graph has a summed synapse size; a count-only source
+    (the bundled MICrONS column) leaves them all NaN."""
+    return bool(graph.edges["summed_size"].notna().all())
 
 
 def density(graph: "ConnectomeGraph") -> float:

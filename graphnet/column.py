@@ -261,18 +261,23 @@ class CorticalColumn(nn.Module):
         return {"input": inp, "projections": proj, "layers": total - inp - proj, "total": total}
 
     def summary(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``(layers, projections)`` tables."""
+        """``(layers, projections)`` tables.
+
+        A layer's ``populations`` names each population once with its number of units
+        (``"4P|L2/3 (55), 4P|L4 (211)"`` on the real column), in
+        :meth:`LayerPlan.display_order`: the units keep their node order in the layer, the
+        table groups them.
+        """
         lrows = []
         for name, layer in self.layers.items():
-            p = self.layer_plans[name]
+            shown = self.layer_plans[name].display_order()
             gain = layer.inhibition.gain if isinstance(layer.inhibition, GradedInhibition) else None
             lrows.append({
-                "layer": name, "populations": ", ".join(f"{a} ({b})" for a, b in
-                                                        zip(p.populations, p.population_sizes)),
-                "units": layer.size,
+                "layer": name, "units": layer.size,
                 "inhibition_gain": "off" if gain is None else
                 f"{float(gain.min()):.2f}-{float(gain.max()):.2f}",
                 "output": name == self.spec.output_layer,
+                "populations": ", ".join(f"{a} ({b})" for a, b in zip(shown.populations, shown.sizes)),
             })
         prows = [{"projection": f"input->{next(iter(self.layers))}",
                   "shape": f"{self.layers[next(iter(self.layers))].size}x{self.in_features}",
@@ -299,7 +304,7 @@ class CorticalColumn(nn.Module):
                 f"out_features={self.out_features}, source={self.source}, "
                 f"parameters={c['total']:,}: input {c['input']:,}, connectome projections "
                 f"{c['projections']:,}, layers {c['layers']:,})\n  {switches}\n"
-                + _indent(lt.to_string(index=False)) + "\n" + _indent(pt.to_string(index=False)))
+                + _indent(_left_aligned(lt, "populations")) + "\n" + _indent(pt.to_string(index=False)))
 
     # -- export ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -371,6 +376,17 @@ def dense_effective_weight(proj: nn.Module) -> Tensor:
 
 def _indent(s: str, by: str = "  ") -> str:
     return "\n".join(by + line for line in s.splitlines())
+
+
+def _left_aligned(table: pd.DataFrame, column: str) -> str:
+    """``table`` as text with ``column`` (a long list of names) left-aligned under its header."""
+    width = max([len(column), *map(len, table[column].astype(str))])
+    text = table.to_string(index=False, formatters={column: f"{{:<{width}}}".format})
+    header, _, body = text.partition("\n")
+    # pandas right-aligns the header over the padded entries: move it left with them
+    start = header.index(column) - (width - len(column))
+    header = header[:start] + column.ljust(width) + header[start + width:]
+    return "\n".join(line.rstrip() for line in (header + "\n" + body).splitlines())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,13 +11,14 @@ they are also what a person inspects (fan-ins, edge counts, masks) without build
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 
 from connectomics.graph import ConnectomeGraph, population_key
+from connectomics.stats import layer_rank
 
 from .inhibition import inhibitory_input, population_inhibitory_input
 from .null_models import NULL_MODELS, TYPE_NULL_MODELS
@@ -26,16 +27,36 @@ from .spec import ColumnSpec, LayerSpec
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
 
+
+class DisplayOrder(NamedTuple):
+    """A layer's units grouped by population, for display (see :meth:`LayerPlan.display_order`)."""
+
+    order: np.ndarray       # (n,) permutation of the layer's units: unit order -> display order
+    populations: list[str]  # each population once, in display order
+    sizes: list[int]        # its number of units
+
+
 @dataclass
 class LayerPlan:
-    """A network layer's units: ``populations``/``population_sizes`` are the runs of
-    ``cell_type|layer`` (m-type layers: ``mtype|layer``) in unit order, for display; ``groups``
+    """One network layer: its units in order and what each unit is.
+
+    Units keep their node order within a layer: :func:`_select` sorts by the spec's cell types,
+    then by its m-types and layers where it lists them, then by node index. Each unit's
+    initialisation draw follows this order, so it is part of what makes a committed result
+    reproduce. A population's units need not be adjacent in it: ``ColumnSpec.bionic()`` lists
+    no layers, so a type's cells of different cortical layers interleave in node order.
+    ``populations`` and ``population_sizes`` are therefore the *runs* of consecutive units of one
+    population (``cell_type|layer``; m-type layers: ``mtype|layer``), in unit order, and a
+    population may have many runs. Displays group them: :meth:`display_order` gives each
+    population once and the permutation that draws its units together
+    (``CorticalColumn.summary`` and :func:`graphnet.plots.mask_images` use it). ``groups``
     labels each unit by the spec's ``populations`` grouping, the populations that share
-    parameters under ``weights="counts"``."""
+    parameters under ``weights="counts"``.
+    """
 
     name: str
-    populations: list[str]
-    population_sizes: list[int]
+    populations: list[str]       # runs of consecutive units of one population, in unit order
+    population_sizes: list[int]  # units in each run
     unit_ids: list[Any]          # neuron-level: node indices; type-level: "<pop>#k"
     ei: np.ndarray               # (n,) "E"/"I"
     inhibitory_input: np.ndarray  # (n,)
@@ -45,6 +66,27 @@ class LayerPlan:
     @property
     def size(self) -> int:
         return len(self.unit_ids)
+
+    def display_order(self) -> DisplayOrder:
+        """The units grouped by population, for tables and figures; the units keep their order.
+
+        Populations are ordered by their type (or m-type) as it first appears in unit order (the
+        spec's order), then by layer from pia to white matter; within a population, units keep
+        their unit order. ``order`` is a permutation: ``x[..., order]`` shows a ``(..., n)`` array
+        of this layer's units grouped.
+        """
+        if sum(self.population_sizes) != self.size or len(self.populations) != len(self.population_sizes):
+            raise ValueError(f"layer {self.name!r}: populations {len(self.populations)} runs of "
+                             f"{sum(self.population_sizes)} units do not cover its {self.size} units")
+        names = list(dict.fromkeys(self.populations))
+        kind_rank: dict[str, int] = {}
+        for n in names:
+            kind_rank.setdefault(n.rpartition("|")[0], len(kind_rank))
+        names.sort(key=lambda n: (kind_rank[n.rpartition("|")[0]], layer_rank(n.rpartition("|")[2])))
+        rank = {n: i for i, n in enumerate(names)}
+        code = np.repeat([rank[p] for p in self.populations], self.population_sizes).astype(np.int64)
+        order = np.argsort(code, kind="stable")
+        return DisplayOrder(order, names, np.bincount(code, minlength=len(names)).tolist())
 
 
 @dataclass

@@ -107,7 +107,7 @@ def _build(args: argparse.Namespace) -> int:
                           keep_unknown_types=args.keep_unknown_types)
         print(summary(res.graph))
         if args.plots:
-            from connectomics.plot import save_graph_plots
+            from connectomics.plots import save_graph_plots
 
             for path in save_graph_plots(res.graph, res.folder / "plots"):
                 print(f"plot: {path}")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from connectomics.plot import save_figure
+from connectomics.plots import save_figure
 
 _SPLITS = ("train", "val", "valid", "validation", "test", "eval")
 
@@ -30,8 +30,33 @@ def _split_metric(name: str) -> tuple[str, str]:
     return name, ""
 
 
+#: metrics that describe the schedule, not the model: drawn after the others
+_SCHEDULE = ("lr", "learning_rate")
+
+
+def _row_sizes(k: int, max_cols: int = 3) -> list[int]:
+    """Panels per row for ``k`` panels in rows of at most ``max_cols``, as even as they can be
+    (4 -> 2 + 2, 5 -> 3 + 2, 7 -> 3 + 2 + 2)."""
+    nrows = -(-k // max_cols)
+    return [k // nrows + (r < k % nrows) for r in range(nrows)]
+
+
+def _panel_grid(fig: Figure, per_row: Sequence[int]) -> list:
+    """Axes of one size, ``per_row[r]`` in row ``r``, a shorter row centred: a grid with exactly
+    the panels drawn, no empty ones."""
+    width = max(per_row)
+    gs = fig.add_gridspec(len(per_row), 2 * width)   # half-panel columns centre a shorter row
+    axes = []
+    for r, n in enumerate(per_row):
+        start = width - n
+        axes += [fig.add_subplot(gs[r, start + 2 * j:start + 2 * j + 2]) for j in range(n)]
+    return axes
+
+
 def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str] | None = None) -> Figure:
-    """One panel per metric (``train_loss``/``val_loss`` share the "loss" panel, etc.).
+    """One panel per metric (``train_loss``/``val_loss`` share the "loss" panel, etc.), the
+    learning rate last, in rows of at most three as even as they can be (four panels: two
+    by two), so the grid holds exactly the panels drawn.
 
     ``metrics_df``: a pandas DataFrame, a dict of columns or a list of row dicts. ``x``: the
     x column (default ``epoch``, else ``step``, else the row number). NaN entries (metrics logged
@@ -57,18 +82,21 @@ def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str
     for c in names:
         base, split = _split_metric(c)
         panels.setdefault(base, []).append((c, split))
-    k = max(len(panels), 1)
-    ncols = min(k, 3)
-    nrows = -(-k // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    if not panels:
+        raise ValueError(f"training_curves: no numeric metric to draw among {list(cols)}")
+    panels = dict(sorted(panels.items(), key=lambda kv: kv[0].lower() in _SCHEDULE))
+    per_row = _row_sizes(len(panels))
+    fig = Figure(figsize=(4.2 * max(per_row), 3.3 * len(per_row) + 0.3), layout="constrained")
+    axes = _panel_grid(fig, per_row)
     style = {"train": "-", "val": "-", "valid": "-", "validation": "-", "test": "--", "eval": "-"}
+    # one colour per split in every panel (a panel with validation only keeps validation's colour)
+    colour = {"train": "C0", "val": "C1", "valid": "C1", "validation": "C1", "test": "C2", "eval": "C3"}
     for ax, (base, lines) in zip(axes, panels.items()):
         for c, split in lines:
             y = np.asarray(cols[c], dtype=float)
             ok = np.isfinite(y) & np.isfinite(xs)
-            ax.plot(xs[ok], y[ok], style.get(split, "-"), marker="o" if ok.sum() <= 30 else None,
-                    ms=3, label=split or c)
+            ax.plot(xs[ok], y[ok], style.get(split, "-"), color=colour.get(split, "0.25"),
+                    marker="o" if ok.sum() <= 30 else None, ms=3, label=split or c)
         ax.set_title(base)
         ax.set_xlabel(x or "row")
         ax.grid(alpha=0.3)
@@ -78,8 +106,6 @@ def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str
             y_all = y_all[np.isfinite(y_all)]
             if len(y_all) and y_all.max() / y_all.min() > 30:
                 ax.set_yscale("log")
-    for ax in axes[len(panels):]:
-        ax.set_axis_off()
     fig.suptitle("Training curves")
     return fig
 

@@ -22,7 +22,7 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
-# -- figure helpers (tests of connectomics.plot, graphnet.plots, pipelines.plots) -------------------
+# -- figure helpers (tests of connectomics.plots, graphnet.plots, pipelines.plots) -------------------
 def images(fig) -> list:
     """Every ``AxesImage`` of a matplotlib figure, axes in order."""
     return [im for ax in fig.axes for im in ax.get_images()]

@@ -167,14 +167,14 @@ def test_default_build_graph_cli_builds_the_real_column_offline(tmp_path, monkey
 def test_size_plot_says_sizes_are_unknown_instead_of_drawing_zeros(column_graph, surrogate_graph):
     import matplotlib.pyplot as plt
 
-    from connectomics import plot
+    from connectomics import plots
 
-    fig = plot.connectivity_matrix(column_graph.graph, "summed_size", by="cell_type")
+    fig = plots.connectivity_matrix(column_graph.graph, "summed_size", by="cell_type")
     ax = fig.axes[0]
     assert [t.get_gid() for t in ax.texts if t.get_gid()] == ["sizes-unknown"]
     assert np.isnan(np.asarray(ax.images[0].get_array(), dtype=float)).all()
     plt.close(fig)
-    fig = plot.connectivity_matrix(surrogate_graph.graph, "summed_size", by="cell_type")
+    fig = plots.connectivity_matrix(surrogate_graph.graph, "summed_size", by="cell_type")
     assert "sizes-unknown" not in [t.get_gid() for t in fig.axes[0].texts]
     plt.close(fig)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import networkx as nx
 import numpy as np
 import pytest
 import torch
 
+from connectomics import population_key
 from connectomics.stats import density
 from graphnet import ColumnSpec, CorticalColumn, GradedInhibition, MaskedLinear, SparseLinear, compile_column
 from graphnet.testing import synthetic_graph, torch_threads
@@ -108,6 +112,24 @@ def test_print_shows_populations_sizes_densities_backends(column):
     layers, projs = column.summary()
     assert projs.set_index("projection").loc["A->B", "density"] == pytest.approx(
         column.projection("A", "B").density, abs=1e-4)
+
+
+def test_summary_names_each_population_once_on_the_real_column(column_graph):
+    """The README's first example: on the real column a type's cells of different layers
+    interleave in unit order, and the summary still lists each population once."""
+    graph = column_graph.graph
+    col = compile_column(graph, ColumnSpec.bionic(), in_features=1024)
+    layers, _ = col.summary()
+    for name, text in zip(layers["layer"], layers["populations"]):
+        entries = [re.fullmatch(r"(\S+) \((\d+)\)", e) for e in text.split(", ")]
+        assert all(entries), text
+        counts = {m[1]: int(m[2]) for m in entries}
+        assert len(counts) == len(entries), text        # at most one entry per population
+        nodes = graph.nodes.iloc[col.layer_plans[name].unit_ids]
+        assert counts == Counter(population_key(t, l) for t, l in zip(nodes["cell_type"], nodes["layer"]))
+    assert layers.set_index("layer").loc["A", "populations"] == "4P|L2/3 (55), 4P|L4 (211)"
+    line_a = next(l for l in repr(col).splitlines() if l.split()[:1] == ["A"])
+    assert line_a.endswith("4P|L2/3 (55), 4P|L4 (211)")
 
 
 def test_same_seed_same_column_other_seed_differs(graph):

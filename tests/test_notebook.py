@@ -1,5 +1,7 @@
 """notebooks/explore_graph.ipynb: committed without outputs; runs top to bottom on the default
-source (the bundled real MICrONS column) into a temporary cache, in a kernel of *this* interpreter, in under 2 minutes.
+source (the bundled real MICrONS column) into a temporary cache, in a kernel of *this* interpreter
+importing *this* checkout, in under 2 minutes; its rendered page docs/explore_graph.md
+(``scripts/render_notebook.py``) shows the notebook as it is now.
 
 Needs nbclient, nbformat and ipykernel (in the ``dev`` extra). The kernel is a throwaway
 kernelspec pointing at ``sys.executable``, found through ``JUPYTER_PATH``, so whatever ``python3``
@@ -8,8 +10,9 @@ kernels the machine has installed (another venv, a system Jupyter) are never use
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import sys
+import re
 import time
 from pathlib import Path
 
@@ -17,7 +20,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "explore_graph.ipynb"
+PAGE = ROOT / "docs" / "explore_graph.md"
 BUDGET_S = 120.0
+
+
+def _render_script():
+    spec = importlib.util.spec_from_file_location("render_notebook", ROOT / "scripts" / "render_notebook.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cells() -> list[dict]:
@@ -42,44 +53,39 @@ def test_notebook_is_committed_without_outputs():
     assert "the real MICrONS V1 column" in text and "(not MICrONS synapses)" in text
 
 
-def _kernel_for_this_interpreter(root: Path) -> str:
-    name = "bionic-test-" + Path(sys.prefix).name.replace(" ", "_")
-    spec = root / "kernels" / name
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"Python ({sys.executable})", "language": "python",
-        "metadata": {"debugger": False},
-    }))
-    return name
+def test_rendered_page_shows_the_notebook_as_it_is():
+    """docs/explore_graph.md is the notebook rendered: every code cell as it is now, every figure
+    it links present (and no figure it does not link), nothing of this machine's paths."""
+    page = PAGE.read_text(encoding="utf-8")
+    for c in _cells():
+        if c["cell_type"] == "code" and "".join(c["source"]).strip():
+            assert "".join(c["source"]).strip() in page, (
+                "the notebook changed since docs/explore_graph.md was rendered: run "
+                "python scripts/render_notebook.py\n" + "".join(c["source"])[:200])
+    linked = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", page)
+    assert len(linked) >= 10
+    for rel in linked:
+        assert (PAGE.parent / rel).is_file(), rel
+    folder = PAGE.parent / "figures" / NOTEBOOK.stem
+    assert {p.relative_to(PAGE.parent).as_posix() for p in folder.glob("*.png")} == set(linked)
+    assert str(ROOT) not in page and "/tmp/" not in page
+    assert "4P|L2/3 (55), 4P|L4 (211)" in page                # the compiled column's summary
+    assert sum(p.stat().st_size for p in folder.glob("*.png")) < 1_500_000   # small images
 
 
-def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(tmp_path):
     try:
         import ipykernel  # noqa: F401
-        import nbformat
-        from nbclient import NotebookClient
+        import nbformat  # noqa: F401
         from nbclient.exceptions import CellExecutionError
     except ImportError as e:  # fail, not skip: CI must run the notebook
         pytest.fail(f"the notebook test needs nbclient, nbformat and ipykernel "
                     f"(pip install -e '.[dev]'): {e}")
 
-    jupyter = tmp_path / "jupyter"
-    kernel = _kernel_for_this_interpreter(jupyter)
     cache = tmp_path / "cache"
-    monkeypatch.setenv("JUPYTER_PATH", str(jupyter))
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # no user profile / startup files
-    monkeypatch.setenv("BIONIC_CACHE", str(cache))
-    monkeypatch.delenv("BIONIC_SOURCE", raising=False)   # the default: the real column
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, kernel_name=kernel, timeout=int(BUDGET_S), startup_timeout=60,
-                            allow_errors=False, resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     t0 = time.perf_counter()
     try:
-        client.execute()
+        nb = _render_script().execute_notebook(NOTEBOOK, cache, tmp_path / "work", timeout_s=int(BUDGET_S))
     except CellExecutionError as e:
         pytest.fail(f"a notebook cell failed:\n{e}", pytrace=False)
     elapsed = time.perf_counter() - t0
@@ -99,14 +105,15 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert (graph_dir / "exports" / "type_graph.graphml").stat().st_size > 0
     assert (graph_dir / "exports" / "neurons.graphml").stat().st_size > 0
     # every plot cell drew a figure (PNG), not a bare "<Figure ...>" repr
-    figure_calls = ("plot.", "mask_images(")
+    figure_calls = ("plots.", "mask_images(")
     plot_cells = [c for c in code if c.source.strip() and c.source.strip().splitlines()[-1].startswith(figure_calls)]
     assert len(plot_cells) >= 10
     for c in plot_cells:
         assert any("image/png" in o.get("data", {}) for o in c.outputs), c.source
-    assert "CorticalColumn(" in text  # print(column)
+    assert "CorticalColumn(" in text  # print(column), each population once
+    assert "4P|L2/3 (55), 4P|L4 (211)" in text
     # the real column beside the surrogate: a figure; Neuroglancer: one link per layer A-D
-    (cmp_cell,) = [c for c in code if "compare_null_models(pair)" in c.source]
+    (cmp_cell,) = [c for c in code if "compare_graphs(pair" in c.source]
     assert any("image/png" in o.get("data", {}) for o in cmp_cell.outputs)
     (ng_cell,) = [c for c in code if "neuroglancer_state(" in c.source]
     html = "".join(o.get("data", {}).get("text/html", "") for o in ng_cell.outputs)

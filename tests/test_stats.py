@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from connectomics import plot as P
+from connectomics import plots as P
 from connectomics import stats as S
 from connectomics.build import summary
 

@@ -30,6 +30,35 @@ def test_training_curves_from_frame_dict_and_records():
     assert fig.axes[0].get_xlabel() == "step" and fig.axes[0].get_title() == "loss"
 
 
+@pytest.mark.parametrize("k", range(1, 8))
+def test_training_curves_grid_holds_exactly_the_panels_drawn(k):
+    fig = PL.training_curves({"epoch": [1, 2, 3], **{f"m{i}": [1.0, 2.0, 3.0] for i in range(k)}})
+    assert len(fig.axes) == k and all(ax.get_lines() and ax.axison for ax in fig.axes)
+    rows = {}
+    for ax in fig.axes:
+        rows.setdefault(ax.get_subplotspec().rowspan.start, []).append(ax.get_subplotspec())
+    sizes = [len(r) for r in rows.values()]
+    assert max(sizes) <= 3 and max(sizes) - min(sizes) <= 1          # rows as even as they can be
+    widths = {s.colspan.stop - s.colspan.start for r in rows.values() for s in r}
+    assert len(widths) == 1                                           # every panel the same size
+    with pytest.raises(ValueError, match="no numeric metric"):
+        PL.training_curves({"epoch": [1, 2]})
+
+
+def test_a_run_history_draws_four_panels_two_by_two_learning_rate_last():
+    """What pipelines.train logs per epoch: loss, accuracy, F1 (validation only) and the rate."""
+    history = [{"epoch": e, "step": 10 * e, "lr": 1e-3 / e, "train_loss": 2.0 / e, "train_acc": 0.2 * e,
+                "val_loss": 2.1 / e, "val_acc": 0.2 * e, "val_f1": 0.1 * e} for e in (1, 2, 3)]
+    fig = PL.training_curves(history, x="epoch")
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "acc", "f1", "lr"]
+    assert [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in fig.axes] \
+        == [(0, 0), (0, 2), (1, 0), (1, 2)]
+    # validation has one colour in every panel, the panel without training curves included
+    val = {l.get_color() for ax in fig.axes for l in ax.get_lines() if l.get_label() == "val"}
+    train = {l.get_color() for ax in fig.axes for l in ax.get_lines() if l.get_label() == "train"}
+    assert len(val) == 1 and len(train) == 1 and val != train
+
+
 def test_confusion_matrix():
     cm = np.array([[8, 2, 0], [1, 7, 2], [0, 0, 10]])
     fig = PL.confusion_matrix(cm, ["angry", "happy", "sad"])

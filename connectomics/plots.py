@@ -6,7 +6,7 @@ registry, no ``plt.show``), so it works under any backend, Agg included; save it
 
 Graph figures
     :func:`cells_per_type_layer`, :func:`soma_depths`, :func:`connectivity_matrix`,
-    :func:`layer_flow`, :func:`degree_distributions`, :func:`compare_null_models` and
+    :func:`layer_flow`, :func:`degree_distributions`, :func:`compare_graphs` and
     :func:`save_graph_plots`. The numbers they draw are :mod:`connectomics.stats`' tables.
 
 A compiled column's masks are drawn by :mod:`graphnet.plots`, training curves and confusion
@@ -45,7 +45,7 @@ VALUE_LABELS = {
     "connection_probability": "connection probability",
     "synapses_per_connection": "synapses per connection",
     "summed_size": "summed synapse size (voxels)",
-    "n_synapses": "synapses",
+    "n_synapses": "total synapses",
     "connected_pairs": "connected pairs",
 }
 #: values plotted on a log colour scale by default
@@ -242,7 +242,9 @@ def connectivity_matrix(graph: "ConnectomeGraph", value: str = "connection_proba
         table = table * np.nan
     _, ei, _ = stats.population_groups(graph, by)
     k = len(table)
-    side = max(5.5, 0.3 * k + 3.0)
+    # about 0.17 in a row: the 40 populations of the real column fit a page's width with
+    # labels that stay readable when the page shows the figure at that width
+    side = max(5.5, 0.17 * k + 3.0)
     fig = _figure(side + 1.3, side)
     ax = fig.add_subplot()
     _draw_matrix(fig, ax, table, value, ei, log=log,
@@ -250,7 +252,7 @@ def connectivity_matrix(graph: "ConnectomeGraph", value: str = "connection_proba
                  fontsize=7 if k > 12 else 8)
     src = graph.meta.get("source", "") if graph.meta else ""
     ax.set_title(f"{VALUE_LABELS[value].capitalize()}, {by.replace('_', ' ')} x {by.replace('_', ' ')}"
-                 + (f" ({src})" if src else ""), pad=24)
+                 + (f" ({src})" if src else ""))
     if sizes_unknown:
         ax.text(0.5, 0.5, "synapse sizes unknown:\nthe source has synapse counts only", transform=ax.transAxes,
                 ha="center", va="center", fontsize=12, gid="sizes-unknown",
@@ -356,8 +358,12 @@ def degree_distributions(graph: "ConnectomeGraph", by: str | None = "cell_type")
     ``mtype``), ``"population"`` or ``None`` (all cells: histograms)."""
     deg = stats.degrees(graph)
     groups, names = _group_values(graph, by)
-    fig = _figure(max(8.0, 0.45 * len(names) * 2 + 3.0), 4.5)
-    axes = fig.subplots(1, 2, sharey=True)
+    if by is None:
+        fig = _figure(10.0, 4.0)
+        axes = fig.subplots(1, 2, sharey=True)
+    else:  # in above out, sharing the groups: the names are written once and stay readable
+        fig = _figure(max(8.0, 0.3 * len(names) + 2.5), 7.0)
+        axes = fig.subplots(2, 1, sharex=True)
     for ax, col, title in zip(axes, ("in_degree", "out_degree"), ("In-degree", "Out-degree")):
         vals = deg[col].to_numpy()
         if by is None:
@@ -376,14 +382,17 @@ def degree_distributions(graph: "ConnectomeGraph", by: str | None = "cell_type")
             patch.set_facecolor(EI_COLORS.get(ei.get(n), "0.7"))
             patch.set_alpha(0.6)
         ax.set_xticks(np.arange(1, len(names) + 1), names, rotation=45, ha="right",
-                      fontsize=8 if len(names) <= 12 else 7)
+                      fontsize=8 if len(names) <= 24 else 7)
         for lab, n in zip(ax.get_xticklabels(), names):
             lab.set_color(EI_COLORS.get(ei.get(n), "black"))
         ax.set_title(f"{title} per {by.replace('_', ' ')}")
-        ax.set_xlabel(by.replace("_", " "))
+        ax.set_ylabel("connected partners per cell")
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0].set_ylabel("connected partners per cell")
-    axes[0].tick_params(labelleft=True)
+    if by is None:
+        axes[0].set_ylabel("cells")
+        axes[0].tick_params(labelleft=True)
+    else:
+        axes[1].set_xlabel(by.replace("_", " ") + " (red: excitatory, blue: inhibitory)")
     return fig
 
 
@@ -394,22 +403,25 @@ def _ccdf(ax, vals: np.ndarray, **kw) -> None:
     ax.step(v, 1.0 - np.arange(len(v)) / len(v), where="post", **kw)
 
 
-def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connection_probability",
-                        order: str | Sequence[str] = "ei") -> Figure:
-    """The connectome beside its null models (first entry = reference).
+def compare_graphs(graphs: Mapping[str, "ConnectomeGraph"], value: str = "connection_probability",
+                   order: str | Sequence[str] = "ei", by: str = "population") -> Figure:
+    """Graphs of the same cells side by side, the first entry the reference: a connectome beside
+    its null models, the real column beside the surrogate, two materializations.
 
-    Top row: each graph's population x population ``value`` matrix on one shared colour scale.
-    Bottom: E/I class connection probabilities; in- and out-degree distributions
-    (complementary CDFs); reciprocity and the correlation of each matrix with the reference's.
+    Top: each graph's ``value`` matrix on one shared colour scale, grouped ``by`` populations
+    (``"<type>|<layer>"``), ``"cell_type"`` or another node column, in the reference's ``order``;
+    up to three matrices a row (four: two by two). Bottom: E/I class connection probabilities;
+    in- and out-degree distributions (complementary CDFs); reciprocity and the correlation of
+    each matrix with the reference's.
     """
     if not graphs:
-        raise ValueError("compare_null_models needs at least one graph")
+        raise ValueError("compare_graphs needs at least one graph")
     names = list(graphs)
     ref = graphs[names[0]]
-    rows = stats.population_order(ref, order) if isinstance(order, str) else list(order)
+    rows = stats.population_order(ref, order, by) if isinstance(order, str) else list(order)
     tables = {}
     for n, g in graphs.items():
-        t = stats.connectivity_table(g, value, "ei")
+        t = stats.connectivity_table(g, value, "ei", by)
         tables[n] = t.reindex(index=rows, columns=rows)
         if value != "synapses_per_connection":
             tables[n] = tables[n].fillna(0.0)
@@ -420,18 +432,22 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
     else:
         norm = mcolors.Normalize(vmin=0.0, vmax=float(finite.max()) if len(finite) and finite.max() > 0 else 1.0)
     k = len(names)
-    fig = _figure(max(12.0, 4.2 * k), 9.5)
-    gs = fig.add_gridspec(2, 1, height_ratios=[1.25, 1.0])
-    top = gs[0].subgridspec(1, k)
+    matrix_rows = -(-k // 3)
+    per_row = -(-k // matrix_rows)
+    matrix_in = 11.0 / per_row   # a matrix's share of the width: size its labels to it
+    fig = _figure(11.5, matrix_in * matrix_rows + 4.2)
+    gs = fig.add_gridspec(2, 1, height_ratios=[matrix_in * matrix_rows, 4.2])
+    top = gs[0].subgridspec(matrix_rows, per_row)
     bottom = gs[1].subgridspec(1, 3)
-    ei = {n: d["ei"] for n, d in ref.type_graph.nodes(data=True)}
+    _, ei, _ = stats.population_groups(ref, by)
+    fontsize = float(np.clip(0.55 * 72 * matrix_in / max(len(rows), 1), 4.0, 8.0))
     im = None
     for i, n in enumerate(names):
-        ax = fig.add_subplot(top[0, i])
-        im = _draw_matrix(fig, ax, tables[n], value, ei, norm=norm, colorbar=False, fontsize=5,
+        ax = fig.add_subplot(top[i // per_row, i % per_row])
+        im = _draw_matrix(fig, ax, tables[n], value, ei, norm=norm, colorbar=False, fontsize=fontsize,
                           right_labels=False)
-        ax.set_title(n, pad=20)
-        if i:
+        ax.set_title(n, pad=20)   # above the E/I block names
+        if i % per_row:
             ax.set_ylabel("")
     cb = fig.colorbar(im, ax=fig.axes, shrink=0.8, location="right", pad=0.01) if im is not None else None
     if cb is not None:
@@ -450,14 +466,14 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
         _ccdf(axd, deg["in_degree"], color=palette[i % 10], lw=lw, ls="--", label=f"{n} in")
     axc.set_xticks(np.arange(4), [c.replace("->", "\u2192") for c in classes])
     axc.set_ylabel("connection probability")
-    axc.set_title("Connection probability by class")
+    axc.set_title("Connection probability by class", fontsize=10)
     axc.legend(fontsize=7, frameon=False)
     axd.set_yscale("log")
     axd.set_xlabel("degree (connected partners)")
     axd.set_ylabel("fraction of cells with degree \u2265 x")
-    axd.set_title("Degree distributions (solid: out, dashed: in)")
-    axd.text(0.98, 0.02, "degree-preserving nulls overlap the connectome", transform=axd.transAxes,
-             ha="right", va="bottom", fontsize=7, color="0.4")
+    axd.set_title("Degree distributions (solid: out, dashed: in)"
+                  + ("\n(earlier graphs drawn wider: equal curves stay visible)" if k > 1 else ""),
+                  fontsize=10)
     axd.legend(fontsize=6, frameon=False, ncol=2)
     rec = [stats.reciprocity(graphs[n]) for n in names]
     refm = tables[names[0]].to_numpy(float).ravel()
@@ -472,12 +488,13 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
     axr.bar(x + 0.2, corr, 0.4, label=f"matrix r with {names[0]}", color=E_COLOR, alpha=0.8)
     axr.set_xticks(x, names, rotation=20, ha="right")
     axr.axhline(0, color="black", lw=0.6)
-    axr.set_title("Reciprocity; type-matrix correlation")
+    axr.set_title("Reciprocity; type-matrix correlation", fontsize=10)
     axr.set_ylim(min(0.0, np.nanmin([*rec, *corr, 0.0]) - 0.05), 1.3)
     axr.legend(fontsize=7, frameon=False, loc="upper center", ncol=2)
     for a in (axc, axd, axr):
         a.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(f"Connectome vs null models: {VALUE_LABELS.get(value, value)}")
+    fig.suptitle(f"{names[0]} vs {', '.join(names[1:])}: {VALUE_LABELS.get(value, value)}" if k > 1
+                 else f"{names[0]}: {VALUE_LABELS.get(value, value)}")
     return fig
 
 
@@ -485,20 +502,25 @@ def compare_null_models(graphs: Mapping[str, "ConnectomeGraph"], value: str = "c
 # files
 # ------------------------------------------------------------------------------------------------
 def save_figure(fig: Figure, path: str | Path, dpi: int | None = 120) -> Path:
-    """Write ``fig`` as PNG atomically (temporary name, then rename); ``dpi=None``: the figure's."""
+    """Write ``fig`` as PNG atomically (temporary name, then rename); ``dpi=None``: the figure's.
+
+    The picture is cropped to what is drawn plus a small margin, as Jupyter shows a figure: a
+    square (equal-aspect) matrix can leave the layout a title's height short of the figure."""
     from .cache import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else fig.dpi)
+        fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else fig.dpi, bbox_inches="tight",
+                    pad_inches=0.08)
     return path
 
 
 def save_graph_plots(graph: "ConnectomeGraph", folder: str | Path, bounds: LayerBounds | None = None,
                      dpi: int = 120) -> list[Path]:
     """Write the graph's standard plots as PNGs into ``folder`` (``build_graph --plots``):
-    cells per type and layer, soma depths, the three connectivity matrices, layer flow and
-    degree distributions. Returns the paths written."""
+    cells per type and layer, soma depths, the connectivity matrices (connection probability,
+    synapses per connection, total synapses and, where the source has synapse sizes, summed
+    size), layer flow and degree distributions. Returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     plots = {
@@ -506,10 +528,12 @@ def save_graph_plots(graph: "ConnectomeGraph", folder: str | Path, bounds: Layer
         "soma_depths": lambda: soma_depths(graph, bounds),
         "connection_probability": lambda: connectivity_matrix(graph, "connection_probability"),
         "synapses_per_connection": lambda: connectivity_matrix(graph, "synapses_per_connection"),
-        "summed_size": lambda: connectivity_matrix(graph, "summed_size"),
+        "n_synapses": lambda: connectivity_matrix(graph, "n_synapses"),
         "layer_flow": lambda: layer_flow(graph),
         "degree_distributions": lambda: degree_distributions(graph, "cell_type"),
     }
+    if stats.has_synapse_sizes(graph):
+        plots["summed_size"] = lambda: connectivity_matrix(graph, "summed_size")
     out = []
     for name, make in plots.items():
         out.append(save_figure(make(), folder / f"{name}.png", dpi=dpi))

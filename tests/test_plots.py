@@ -1,4 +1,4 @@
-"""connectomics.plot and connectomics.stats: every figure returns a Figure whose drawn data is the
+"""connectomics.plots and connectomics.stats: every figure returns a Figure whose drawn data is the
 graph's own numbers, as the stats tables give them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from connectomics import ConnectomeGraph
-from connectomics import plot as P
+from connectomics import plots as P
 from connectomics import stats as S
 from connectomics.layers import LayerBounds
 from tests.helpers import image_data, images, lines_with_gid
@@ -24,7 +24,7 @@ def graph(surrogate_graph) -> ConnectomeGraph:
 
 
 def test_module_imports_neither_pyplot_nor_graphnet():
-    code = ("import sys, connectomics.plot; "
+    code = ("import sys, connectomics.plots; "
             "bad = [m for m in ('graphnet', 'matplotlib.pyplot', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -175,7 +175,7 @@ def test_degree_distributions(graph):
     ax_in, ax_out = fig.axes[:2]
     deg = S.degrees(graph)
     assert deg["in_degree"].sum() == deg["out_degree"].sum() == len(graph.edges)
-    types = [t.get_text() for t in ax_in.get_xticklabels()]
+    types = [t.get_text() for t in ax_out.get_xticklabels()]   # in above out: names written once, below
     assert types[:2] == ["23P", "4P"] and set(types) == set(graph.nodes["cell_type"])
     for ax, col in ((ax_in, "in_degree"), (ax_out, "out_degree")):
         medians = [l for l in ax.get_lines() if l.get_color() == "black" and len(l.get_xdata()) == 2
@@ -186,7 +186,7 @@ def test_degree_distributions(graph):
     assert "In-degree" in ax_in.get_title() and "Out-degree" in ax_out.get_title()
     fig = P.degree_distributions(graph, by=None)
     assert sum(len(ax.patches) for ax in fig.axes) == 80  # two 40-bin histograms
-    assert len(P.degree_distributions(graph, by="population").axes[0].get_xticklabels()) == graph.type_graph.number_of_nodes()
+    assert len(P.degree_distributions(graph, by="population").axes[1].get_xticklabels()) == graph.type_graph.number_of_nodes()
     with pytest.raises(ValueError, match="by="):
         P.degree_distributions(graph, by="colour")
 
@@ -201,9 +201,9 @@ def _shuffled(graph: ConnectomeGraph, seed: int = 1) -> ConnectomeGraph:
     return ConnectomeGraph(nodes=graph.nodes, edges=e, meta={"null_model": "test"})
 
 
-def test_compare_null_models(graph):
+def test_compare_graphs(graph):
     graphs = {"connectome": graph, "shuffled": _shuffled(graph)}
-    fig = P.compare_null_models(graphs)
+    fig = P.compare_graphs(graphs)
     ims = images(fig)
     assert len(ims) == 2
     assert ims[0].norm.vmin == ims[1].norm.vmin and ims[0].norm.vmax == ims[1].norm.vmax
@@ -221,17 +221,46 @@ def test_compare_null_models(graph):
     r = S.reciprocity(graph)
     assert 0 < r < 1
     with pytest.raises(ValueError):
-        P.compare_null_models({})
+        P.compare_graphs({})
+    # by cell type (layers pooled): the same tables at that level, labels big enough to read
+    fig = P.compare_graphs(graphs, by="cell_type")
+    for im, g in zip(images(fig), graphs.values()):
+        np.testing.assert_allclose(image_data(im), S.connectivity_table(g, by="cell_type").to_numpy())
+        assert [t.get_text() for t in im.axes.get_xticklabels()] == list(S.connectivity_table(g, by="cell_type").columns)
+        assert min(t.get_fontsize() for t in im.axes.get_xticklabels()) >= 7
 
 
 def test_save_graph_plots_writes_pngs(graph, tmp_path):
     paths = P.save_graph_plots(graph, tmp_path / "plots", dpi=50)
-    assert len(paths) == 7 and len({p.name for p in paths}) == 7
+    assert len(paths) == 8 and len({p.name for p in paths}) == 8
+    assert {"n_synapses.png", "summed_size.png"} <= {p.name for p in paths}
     for p in paths:
         assert p.parent == tmp_path / "plots" and p.suffix == ".png"
         head = p.read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000, p
     assert not list((tmp_path / "plots").glob(".*tmp"))
+
+
+def test_save_graph_plots_draws_no_size_matrix_for_a_count_only_source(column_graph, tmp_path):
+    """The real column has synapse counts only: its plots show the counts, not an empty size
+    matrix."""
+    g = column_graph.graph
+    assert not S.has_synapse_sizes(g)
+    names = {p.name for p in P.save_graph_plots(g, tmp_path / "plots", dpi=30)}
+    assert "n_synapses.png" in names and "summed_size.png" not in names and len(names) == 7
+
+
+def test_saved_matrix_keeps_its_title_inside_the_picture(column_graph, tmp_path):
+    """An equal-aspect matrix of 40 populations: the saved PNG holds everything drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    fig = P.connectivity_matrix(column_graph.graph, "n_synapses")
+    path = P.save_figure(fig, tmp_path / "m.png", dpi=100)
+    FigureCanvasAgg(fig)
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())      # inches
+    width, height = Image.open(path).size
+    assert width >= drawn.width * 100 and height >= drawn.height * 100
 
 
 def test_build_graph_cli_plots(tmp_path, capsys, monkeypatch):
@@ -260,7 +289,7 @@ def test_compare_with_graphnet_null_models(graph):
     graphs = {"connectome": graph, "random": random_graph(graph, 0),
               "degree shuffle": degree_shuffle(graph, 0, swaps_per_edge=1.0),
               "label shuffle": label_shuffle(graph, 0)}
-    fig = P.compare_null_models(graphs)
+    fig = P.compare_graphs(graphs)
     ims = images(fig)
     assert [im.axes.get_title() for im in ims] == list(graphs)
     # the degree shuffle keeps every population block's connected pairs: same matrix
@@ -289,7 +318,7 @@ def test_small_and_empty_graphs_still_plot(graph, tmp_path):
     empty = ConnectomeGraph(nodes=small.nodes, edges=small.edges.iloc[:0], meta={})
     figs = [P.soma_depths(small), P.layer_flow(small, pre_ei=None), P.degree_distributions(small, by=None),
             P.cells_per_type_layer(empty), P.soma_depths(empty), P.layer_flow(empty),
-            P.degree_distributions(empty), P.compare_null_models({"a": empty, "b": small})]
+            P.degree_distributions(empty), P.compare_graphs({"a": empty, "b": small})]
     figs += [P.connectivity_matrix(empty, v) for v in ("synapses_per_connection", "summed_size")]
     for i, f in enumerate(figs):  # drawing runs the layout: errors there show up only now
         assert isinstance(f, Figure)
