@@ -181,8 +181,9 @@ def _versions() -> dict[str, str]:
 
 
 def networks(config: dict) -> list[tuple[str, int]]:
-    """``(null, draw)`` of every network: the connectome (draw 0), then each null's draws."""
-    return [(CONNECTOME, 0)] + [(n, d) for n in config["nulls"] for d in config["null_draw_seeds"]]
+    """``(null, draw)`` of every network: the connectome (draw 0), then draw 1 of each null,
+    draw 2 of each null, ... (so a sweep cut short has as many draws of every null)."""
+    return [(CONNECTOME, 0)] + [(n, d) for d in config["null_draw_seeds"] for n in config["nulls"]]
 
 
 def network_plan(graph, null: str, draw: int):
@@ -360,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fer-draws", type=int, default=20, help="draws of each null read out on FER-2013")
     ap.add_argument("--no-fer", action="store_true", help="memory capacity only")
     ap.add_argument("--no-baseline", action="store_true", help="skip the pixel-readout baseline")
+    ap.add_argument("--fer-only", action="store_true", help="skip the memory sweep: read FER-2013 "
+                    "out at the best rho of the connectome's rows already in --out")
     ap.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (default 1)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--report", action="store_true", help="only rebuild the tables and the figure "
@@ -413,7 +416,16 @@ def _main(ns: argparse.Namespace, argv: list[str]) -> int:
         population_units(probe, rc.output_populations, "output_populations")
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
-        mc_rows = run_memory_sweep(graph, config, out, progress=not ns.no_progress)
+        if ns.fer_only:
+            if config["fer"] is None:
+                raise UserError("--fer-only and --no-fer exclude each other")
+            mc_rows = _load_rows(out / "memory_capacity.csv")
+            real = None if mc_rows is None else mc_rows[mc_rows["null"] == CONNECTOME]
+            if real is None or len(real) != len(config["rhos"]) * len(config["input_seeds"]):
+                raise UserError(f"--fer-only: {out / 'memory_capacity.csv'} lacks the connectome's "
+                                "memory capacity at every rho; run the sweep first")
+        else:
+            mc_rows = run_memory_sweep(graph, config, out, progress=not ns.no_progress)
         seconds["memory"] = time.perf_counter() - t0
         from .reservoir_report import write_tables
 

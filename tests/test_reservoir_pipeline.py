@@ -193,3 +193,12 @@ def test_the_sweep_reads_fer2013_out(graph_dir, tmp_path):
     # more FER draws later: same sweep, only the new networks are read out
     assert cli.main([*argv[:-3], "--fer-steps", "3", "--fer-draws", "2", "--no-baseline"]) == 0
     assert len(pd.read_csv(out / "fer.csv")) == 7
+
+
+def test_fer_only_needs_the_connectomes_memory_capacity(graph_dir, tmp_path, capsys):
+    sample = shared_path("fer2013", "sample.csv")
+    argv = ["--graph", str(graph_dir), "--out", str(tmp_path / "f"), *QUICK, "--data", str(sample)]
+    assert cli.main([*argv, "--fer-only"]) == 2
+    assert "lacks the connectome's memory capacity" in capsys.readouterr().err
+    assert cli.main([*argv, "--fer-only", "--no-fer"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
