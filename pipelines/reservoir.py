@@ -395,6 +395,8 @@ def _main(ns: argparse.Namespace, argv: list[str]) -> int:
     from threadpoolctl import threadpool_limits
 
     config = build_config(ns)
+    if ns.fer_only and config["fer"] is None:
+        raise UserError("--fer-only and --no-fer exclude each other")
     if config["fer"] is not None:
         from .fer2013 import resolve_source
 
@@ -417,8 +419,6 @@ def _main(ns: argparse.Namespace, argv: list[str]) -> int:
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         if ns.fer_only:
-            if config["fer"] is None:
-                raise UserError("--fer-only and --no-fer exclude each other")
             mc_rows = _load_rows(out / "memory_capacity.csv")
             real = None if mc_rows is None else mc_rows[mc_rows["null"] == CONNECTOME]
             if real is None or len(real) != len(config["rhos"]) * len(config["input_seeds"]):
