@@ -130,7 +130,9 @@ def sweep_figure(rows: pd.DataFrame) -> Figure:
         ax.fill_between(s["rho"], s["null_q05"], s["null_q95"], color=c, alpha=0.25, lw=0,
                         label=f"{null} (5-95 %, {int(s['draws'].max())} draws)")
         ax.plot(s["rho"], s["null_median"], color=c, ls="--", lw=1, gid=f"null:{null}")
-        ax2.plot(s["rho"], s["rank"], color=c, marker="o", ms=4, lw=1, label=null, gid=f"rank:{null}")
+        # nulls side by side around each rho, so equal ranks stay visible
+        dx = 0.012 * (i - (len(nulls) - 1) / 2) * (s["rho"].max() - s["rho"].min() or 1.0)
+        ax2.plot(s["rho"] + dx, s["rank"], color=c, marker="o", ms=4, lw=1, label=null, gid=f"rank:{null}")
     ax.plot(real["rho"], real["mc"], color="black", marker="o", ms=4, lw=1.8, label="connectome",
             gid="connectome")
     ax.set_ylabel("memory capacity (sum of r² over delays)")
