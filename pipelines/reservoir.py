@@ -319,14 +319,19 @@ def write_readme(out: Path, config: dict, argv: list[str], seconds: dict[str, fl
         f"- memory capacity: delays 1..{config['memory_capacity']['max_delay']}, washout "
         f"{config['memory_capacity']['washout']}, train {config['memory_capacity']['n_train']}, test "
         f"{config['memory_capacity']['n_test']} steps; reservoir {json.dumps(config['reservoir'])}",
-        f"- time: memory sweep {seconds.get('memory', 0) / 60:.1f} min this invocation "
-        f"({per_net.median():.1f} s per network for all rho, median), FER-2013 "
-        f"{seconds.get('fer', 0) / 60:.1f} min",
+        f"- compute time, summed over the networks in the CSVs (every invocation that wrote them): "
+        f"memory capacity {per_net.sum() / 60:.1f} min ({per_net.median():.1f} s per network for "
+        f"all rho, median; {per_net.min():.0f}-{per_net.max():.0f} s on a shared machine)"
+        + ("" if fer_rows is None or not len(fer_rows) else
+           f", FER-2013 {fer_rows['seconds'].sum() / 60:.1f} min"),
+        f"- this invocation: {seconds.get('memory', 0) / 60:.1f} min of memory sweep, "
+        f"{seconds.get('fer', 0) / 60:.1f} min of FER-2013",
     ]
     if fer_rows is not None and len(fer_rows):
         lines.append(f"- FER-2013 at rho = {rho:g} (the connectome's best memory capacity): "
-                     f"{len(fer_rows)} networks in `fer.csv` (the connectome and the first "
-                     f"{config['fer']['draws_per_null']} draws of each null), "
+                     f"{len(fer_rows)} networks in `fer.csv` (the connectome and draws "
+                     f"{', '.join(str(d) for d in sorted(set(fer_rows.loc[fer_rows['null'] != CONNECTOME, 'draw'])))}"
+                     f" of each null), "
                      f"{fer_rows['seconds'].median():.0f} s per network (median)")
     lines += ["", "Tables: `mc_summary.md`, `fer_summary.md`; figure: `memory_capacity.png`; "
               "report: `REPORT.md` (written by hand from these files).", ""]
