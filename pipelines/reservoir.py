@@ -22,7 +22,9 @@ input seed), ``memory_curves.csv`` (the connectome's r^2 per delay), ``mc_summar
 ``fer_predictions.npz`` (each network's PublicTest predictions) and ``README.md`` (what ran, the
 command, the wall time). Rows are saved after each network, so a run that stops is finished by
 the same command: networks already in the CSVs of the same config are skipped; a folder holding
-another config is refused (use another ``--out``).
+another config is refused (use another ``--out``). ``--fer-only`` reads FER-2013 out from the
+connectome rows already in the folder (beside a memory sweep still running, or with more
+``--fer-draws`` later); ``--report`` rebuilds the tables and the figure from the CSVs alone.
 """
 
 from __future__ import annotations
