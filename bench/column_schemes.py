@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         conn = c.get("projections", c.get("recurrent"))
         rows.append((name, r["ms"], r["img_s"], r["ms"] / base,
                      TRAIN_IMAGES / a.batch * r["ms"] / 1000, conn, c["total"]))
-    print(f"\n| variant | ms/step | images/s | x paper | s/epoch (est.) | connectome params | column params |")
+    print("\n| variant | ms/step | images/s | x paper | s/epoch (est.) | connectome params | column params |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, ms, ips, ratio, epoch_s, conn, total in rows:
         print(f"| {name} | {ms:.1f} | {ips:.0f} | {ratio:.2f} | {epoch_s:.0f} | {conn:,} | {total:,} |")

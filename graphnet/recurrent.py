@@ -43,6 +43,7 @@ from .masked_linear import MaskedLinear
 from .null_models import NULL_MODELS
 from .plan import NetworkPlan, _select, plan_network
 from .sparse_linear import SparseLinear
+from .spectral import spectral_radius
 from .spec import ColumnSpec
 
 #: |x| above this (or a non-finite x) is taken as exploding dynamics.
@@ -51,25 +52,6 @@ RATE_LIMIT = 1e4
 
 class DynamicsDiverged(FloatingPointError):
     """The recurrent column's state became non-finite or exploded (message: step, population)."""
-
-
-def spectral_radius(w: Tensor | np.ndarray) -> float:
-    """Largest |eigenvalue| of a square matrix (ARPACK for large sparse matrices, LAPACK for small
-    or when ARPACK does not converge)."""
-    import scipy.sparse as sp
-    import scipy.sparse.linalg as spla
-
-    a = w.detach().cpu().double().numpy() if isinstance(w, Tensor) else np.asarray(w, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"spectral_radius needs a square matrix, got shape {a.shape}")
-    if a.shape[0] > 200:
-        try:
-            vals = spla.eigs(sp.csr_matrix(a), k=1, which="LM", return_eigenvectors=False,
-                             maxiter=10 * a.shape[0], tol=1e-8)
-            return float(np.abs(vals).max())
-        except spla.ArpackNoConvergence:
-            pass
-    return float(np.abs(np.linalg.eigvals(a)).max()) if a.size else 0.0
 
 
 class RecurrentColumn(nn.Module):

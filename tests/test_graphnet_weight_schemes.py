@@ -11,7 +11,8 @@ import torch
 from graphnet import ColumnSpec, compile_column
 from graphnet.count_linear import CountLinear
 from graphnet.plan import plan_network
-from graphnet.recurrent import DynamicsDiverged, spectral_radius
+from graphnet.recurrent import DynamicsDiverged
+from graphnet.spectral import spectral_radius
 from graphnet.testing import synthetic_graph, torch_threads
 
 

@@ -63,7 +63,7 @@ def test_importing_every_connectomics_module_loads_neither_graphnet_nor_pipeline
 #: of the module-building ones.
 PLANNING = ("spec", "null_models", "plan")
 MODULE_BUILDING = ("column", "masked_linear", "sparse_linear", "projection", "backend",
-                   "plasticity", "plots")
+                   "plasticity", "plots", "reservoir", "memory_capacity")
 
 
 @pytest.mark.parametrize("name", PLANNING)
