@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic_io import atomic_path, sha256_of, write_json_atomic  # noqa: F401 - re-exported
+from .atomic_io import atomic_path, sha256_of, write_json_atomic
 from .schema import SCHEMAS, conform, validate
 
 MANIFEST = "manifest.json"

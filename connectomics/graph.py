@@ -34,8 +34,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from .atomic_io import atomic_dir, atomic_path
-from .cache import CacheError, read_parquet_checked, write_json_atomic, write_parquet_atomic
+from .atomic_io import atomic_dir, atomic_path, write_json_atomic
+from .cache import CacheError, read_parquet_checked, write_parquet_atomic
 from .stats import connection_probability, possible_pairs
 
 if TYPE_CHECKING:

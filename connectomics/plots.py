@@ -506,7 +506,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int | None = 120) -> Path:
 
     The picture is cropped to what is drawn plus a small margin, as Jupyter shows a figure: a
     square (equal-aspect) matrix can leave the layout a title's height short of the figure."""
-    from .cache import atomic_path
+    from .atomic_io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -48,12 +48,6 @@ def test_sha256_of_reads_in_chunks(tmp_path):
     assert sha256_of(tmp_path / "f", chunk=1024) == hashlib.sha256(data).hexdigest()
 
 
-def test_cache_still_exports_the_helpers():
-    import connectomics.cache as cache
-
-    assert cache.atomic_path is atomic_path and cache.sha256_of is sha256_of
-
-
 def test_atomic_dir_with_writers_and_readers_at_the_same_time(tmp_path):
     """Threads replacing one folder at once (as two runs building one default graph do): every
     replacement succeeds, a reader finds the files of one writer together, never a mix."""

@@ -15,7 +15,8 @@ import pytest
 
 
 from connectomics.build import build_graph  # noqa: E402
-from connectomics.cache import TableCache, sha256_of  # noqa: E402
+from connectomics.atomic_io import sha256_of  # noqa: E402
+from connectomics.cache import TableCache  # noqa: E402
 from connectomics.dask_engine import aggregate_dask, aggregate_local, merge_partials, partial_edges  # noqa: E402
 from connectomics.graph import type_graph, type_tables  # noqa: E402
 from connectomics.schema import SYNAPSE_TABLE  # noqa: E402

@@ -11,7 +11,8 @@ from connectomics.cell_types import ei_class
 import pandas as pd
 import pytest
 
-from connectomics.cache import CacheError, TableCache, sha256_of
+from connectomics.atomic_io import sha256_of
+from connectomics.cache import CacheError, TableCache
 from connectomics.layers import nm_to_frame_um
 from connectomics.schema import SCHEMAS, SYNAPSE_TABLE
 from connectomics.sources import volume

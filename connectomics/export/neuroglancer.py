@@ -36,7 +36,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..cache import atomic_path
+from ..atomic_io import atomic_path
 from ..graph import ConnectomeGraph, population_key
 
 DATASTACK = "minnie65_public"

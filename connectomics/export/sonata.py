@@ -60,7 +60,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..cache import atomic_path
+from ..atomic_io import atomic_path
 from ..graph import ConnectomeGraph, node_populations
 
 NODES_FILE = "nodes.h5"
