@@ -85,7 +85,7 @@ def class_of_system(system: object) -> str | None:
 
 
 def check_labels(
-    labels: pd.Series, vocabulary: Iterable[str], *, table: str, column: str = "cell_type"
+    labels: pd.Series, vocabulary: Iterable[str], *, table: str, field: str = "cell_type"
 ) -> None:
     """Raise a clear error naming the table, row and label if a label is not in ``vocabulary``."""
     vocab = set(vocabulary)
@@ -93,7 +93,7 @@ def check_labels(
     if bad.any():
         row = labels.index[bad.to_numpy().nonzero()[0][0]]
         raise UnknownCellTypeError(
-            f"{table}: row {row}: unknown {column} {labels.loc[row]!r} "
+            f"{table}: row {row}: unknown {field} {labels.loc[row]!r} "
             f"({int(bad.sum())} rows with unknown labels; --keep-unknown-types keeps them as-is); "
             f"known: {', '.join(sorted(vocab))}"
         )

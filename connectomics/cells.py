@@ -34,32 +34,32 @@ def assemble_cells(tables: dict[str, pd.DataFrame], bounds: LayerBounds | None =
     table, NaN positions, duplicate root ids or an unknown cell type.
     """
     bounds = bounds or LayerBounds()
-    column = tables[COLUMN_TABLE]
-    validate(column, COLUMN_TABLE)
-    cell_type, ei = resolve_coarse_types(column["cell_type"], column["classification_system"],
+    reference = tables[COLUMN_TABLE]
+    validate(reference, COLUMN_TABLE)
+    cell_type, ei = resolve_coarse_types(reference["cell_type"], reference["classification_system"],
                                          table=COLUMN_TABLE, keep_unknown=keep_unknown_types)
 
     mt = tables.get(MTYPE_TABLE)
-    mtype = pd.Series(NO_MTYPE, index=column.index, dtype=object)
+    mtype = pd.Series(NO_MTYPE, index=reference.index, dtype=object)
     if mt is not None and len(mt):
         if not keep_unknown_types:
             check_labels(mt["cell_type"], MTYPES, table=MTYPE_TABLE)
-        mtype = column["target_id"].map(mt.set_index("target_id")["cell_type"]).fillna(NO_MTYPE)
+        mtype = reference["target_id"].map(mt.set_index("target_id")["cell_type"]).fillna(NO_MTYPE)
 
-    pos = column[["pt_position_x", "pt_position_y", "pt_position_z"]].to_numpy(dtype=float)
+    pos = reference[["pt_position_x", "pt_position_y", "pt_position_z"]].to_numpy(dtype=float)
     nuc = tables.get(NUCLEUS_TABLE)
     if nuc is not None and len(nuc):
         nuc_pos = nuc.set_index("id")[["pt_position_x", "pt_position_y", "pt_position_z"]]
-        found = column["target_id"].isin(nuc_pos.index).to_numpy()
-        pos[found] = nuc_pos.loc[column["target_id"][found]].to_numpy(dtype=float)
+        found = reference["target_id"].isin(nuc_pos.index).to_numpy()
+        pos[found] = nuc_pos.loc[reference["target_id"][found]].to_numpy(dtype=float)
     if np.isnan(pos).any():
         row = int(np.isnan(pos).any(axis=1).nonzero()[0][0])
         raise SchemaError(f"{COLUMN_TABLE}: NaN soma position at row {row}")
 
     d = depth_um(pos)
     nodes = pd.DataFrame({
-        "root_id": column["pt_root_id"].to_numpy(np.int64),
-        "nucleus_id": column["target_id"].to_numpy(np.int64),
+        "root_id": reference["pt_root_id"].to_numpy(np.int64),
+        "nucleus_id": reference["target_id"].to_numpy(np.int64),
         "cell_type": cell_type,
         "mtype": mtype.astype(str).to_numpy(),
         "layer": bounds.assign(d),

@@ -15,10 +15,11 @@ from .schema import (
 from .sources.base import Source
 
 
-def _filters(table: str, column: pd.DataFrame) -> dict | None:
-    """Which rows of ``table`` belong to the column's cells (CAVE ``filter_in_dict``)."""
-    targets = column["target_id"].tolist()
-    roots = column["pt_root_id"].tolist()
+def _filters(table: str, reference: pd.DataFrame) -> dict | None:
+    """Which rows of ``table`` belong to the cells of the column reference table ``reference``
+    (CAVE ``filter_in_dict``)."""
+    targets = reference["target_id"].tolist()
+    roots = reference["pt_root_id"].tolist()
     return {
         COLUMN_TABLE: None,
         MTYPE_TABLE: {"target_id": targets},

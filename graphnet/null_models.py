@@ -204,13 +204,13 @@ def label_shuffle(graph: ConnectomeGraph, seed: int = 0, within_layer: bool = Tr
     cell's inhibitory input changes too."""
     rng = np.random.default_rng(seed)
     nodes = graph.nodes.copy()
-    cols = ["cell_type", "mtype", "ei"]
+    fields = ["cell_type", "mtype", "ei"]
     groups = nodes.groupby("layer", sort=True).indices.values() if within_layer \
         else [np.arange(len(nodes))]
     for idx in groups:
         idx = np.asarray(idx)
         perm = idx[rng.permutation(len(idx))]
-        nodes.loc[idx, cols] = nodes.loc[perm, cols].to_numpy()
+        nodes.loc[idx, fields] = nodes.loc[perm, fields].to_numpy()
     return ConnectomeGraph(nodes=nodes, edges=graph.edges.copy(),
                            meta={**graph.meta, "null_model": "label_shuffle", "seed": int(seed),
                                  "within_layer": bool(within_layer)})

@@ -111,25 +111,25 @@ class HebbianRule:
 
         The two parts are independent: Hebbian updates run when ``rate > 0``, threshold updates
         when ``homeostasis`` is on; with both off this is a no-op returning ``{}``."""
-        plans: list[tuple[PlasticLayer, Tensor]] = []
+        new_weights: list[tuple[PlasticLayer, Tensor]] = []
         stats: dict[str, float] = {}
         for rec in (hebbian if self.rate > 0 else ()):
             d = oja_delta(rec.layer, rec.pre, rec.post, self.rate)
             _check_finite("Hebbian update", rec.name, d)
             new = rec.layer.effective_weight().detach() + d
             _check_finite("weight after the Hebbian update", rec.name, new)
-            plans.append((rec.layer, new))
+            new_weights.append((rec.layer, new))
             stats[f"hebbian/{rec.name}/mean_abs_dw"] = float(d.abs().mean()) if d.numel() else 0.0
-        t_plans: list[tuple[Tensor, Tensor]] = []
+        new_thresholds: list[tuple[Tensor, Tensor]] = []
         if self.homeostasis:
             for rec in thresholds:
                 d = threshold_delta(rec.post.to(rec.threshold.dtype), self.target,
                                     self.homeostatic_rate)
                 _check_finite("homeostatic threshold update", rec.name, d)
-                t_plans.append((rec.threshold, rec.threshold + d))
+                new_thresholds.append((rec.threshold, rec.threshold + d))
                 stats[f"homeostasis/{rec.name}/mean_activity"] = float(rec.post.mean())
-        for layer, new in plans:
+        for layer, new in new_weights:
             layer.set_effective_weight_(new)
-        for buf, new in t_plans:
+        for buf, new in new_thresholds:
             buf.copy_(new)
         return stats

@@ -66,24 +66,24 @@ def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str
         keys: list[str] = []
         for r in metrics_df:
             keys += [k for k in r if k not in keys]
-        cols = {k: np.array([r.get(k, np.nan) for r in metrics_df], dtype=float) for k in keys}
+        series = {k: np.array([r.get(k, np.nan) for r in metrics_df], dtype=float) for k in keys}
     else:
-        cols = {str(k): np.asarray(metrics_df[k]) for k in list(metrics_df.keys())}
-    if not cols:
+        series = {str(k): np.asarray(metrics_df[k]) for k in list(metrics_df.keys())}
+    if not series:
         raise ValueError("training_curves: no columns")
-    n = len(next(iter(cols.values())))
+    n = len(next(iter(series.values())))
     if x is None:
-        x = next((c for c in ("epoch", "step", "iteration") if c in cols), None)
-    xs = np.asarray(cols[x], dtype=float) if x else np.arange(n, dtype=float)
+        x = next((c for c in ("epoch", "step", "iteration") if c in series), None)
+    xs = np.asarray(series[x], dtype=float) if x else np.arange(n, dtype=float)
     skip = {x, "epoch", "step", "iteration", "time", "wall_time"}
     names = list(metrics) if metrics is not None else [
-        c for c in cols if c not in skip and np.issubdtype(np.asarray(cols[c]).dtype, np.number)]
+        c for c in series if c not in skip and np.issubdtype(np.asarray(series[c]).dtype, np.number)]
     panels: dict[str, list[tuple[str, str]]] = {}
     for c in names:
         base, split = _split_metric(c)
         panels.setdefault(base, []).append((c, split))
     if not panels:
-        raise ValueError(f"training_curves: no numeric metric to draw among {list(cols)}")
+        raise ValueError(f"training_curves: no numeric metric to draw among {list(series)}")
     panels = dict(sorted(panels.items(), key=lambda kv: kv[0].lower() in _SCHEDULE))
     per_row = _row_sizes(len(panels))
     fig = Figure(figsize=(4.2 * max(per_row), 3.3 * len(per_row) + 0.3), layout="constrained")
@@ -93,7 +93,7 @@ def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str
     colour = {"train": "C0", "val": "C1", "valid": "C1", "validation": "C1", "test": "C2", "eval": "C3"}
     for ax, (base, lines) in zip(axes, panels.items()):
         for c, split in lines:
-            y = np.asarray(cols[c], dtype=float)
+            y = np.asarray(series[c], dtype=float)
             ok = np.isfinite(y) & np.isfinite(xs)
             ax.plot(xs[ok], y[ok], style.get(split, "-"), color=colour.get(split, "0.25"),
                     marker="o" if ok.sum() <= 30 else None, ms=3, label=split or c)
@@ -101,8 +101,8 @@ def training_curves(metrics_df: Any, x: str | None = None, metrics: Sequence[str
         ax.set_xlabel(x or "row")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
-        if "loss" in base.lower() and all(np.nanmin(np.asarray(cols[c], float)) > 0 for c, _ in lines):
-            y_all = np.concatenate([np.asarray(cols[c], float) for c, _ in lines])
+        if "loss" in base.lower() and all(np.nanmin(np.asarray(series[c], float)) > 0 for c, _ in lines):
+            y_all = np.concatenate([np.asarray(series[c], float) for c, _ in lines])
             y_all = y_all[np.isfinite(y_all)]
             if len(y_all) and y_all.max() / y_all.min() > 30:
                 ax.set_yscale("log")

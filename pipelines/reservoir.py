@@ -188,7 +188,9 @@ def networks(config: dict) -> list[tuple[str, int]]:
     return [(CONNECTOME, 0)] + [(n, d) for d in config["null_draw_seeds"] for n in config["nulls"]]
 
 
-def network_plan(graph, null: str, draw: int):
+def network_of(graph, null: str, draw: int):
+    """The units and connections (a :class:`graphnet.plan.NetworkPlan`) of one network: the
+    connectome, or draw ``draw`` of null model ``null``."""
     from graphnet.plan import plan_network
 
     return plan_network(graph, mask="connectome" if null == CONNECTOME else null, seed=draw)
@@ -214,19 +216,19 @@ def run_memory_sweep(graph, config: dict, out: Path, progress: bool = True) -> p
     bar = tqdm(todo, desc="memory capacity (networks)", disable=not progress)
     for null, draw in bar:
         t0 = time.perf_counter()
-        plan = network_plan(graph, null, draw)
-        radius = spectral_radius(plan.count_matrix())
+        network = network_of(graph, null, draw)
+        radius = spectral_radius(network.count_matrix())
         new = []
         for rho in config["rhos"]:
             rc = ReservoirConfig(rho=rho, seed=0, **config["reservoir"])
-            res = connectome_reservoir(plan, rc, radius=radius)
+            res = connectome_reservoir(network, rc, radius=radius)
             mc = memory_capacity(res, config["input_seeds"], max_delay=mcc["max_delay"],
                                  washout=mcc["washout"], n_train=mcc["n_train"], n_test=mcc["n_test"],
                                  input_scale=rc.input_scale, alphas=mcc["ridge_alphas"])
             for s, v in zip(mc.seeds, mc.mc):
                 new.append({"null": null, "draw": draw, "rho": rho, "input_seed": s, "mc": float(v),
-                            "radius_unscaled": radius, "edges": len(plan.pre),
-                            "synapses": float(plan.n_synapses.sum())})
+                            "radius_unscaled": radius, "edges": len(network.pre),
+                            "synapses": float(network.n_synapses.sum())})
             if null == CONNECTOME:
                 for s, r2 in zip(mc.seeds, mc.r2):
                     curves += [{"rho": rho, "input_seed": s, "delay": k + 1, "r2": float(v)}
@@ -287,9 +289,9 @@ def run_fer(graph, config: dict, rho: float, out: Path, progress: bool = True,
     for null, draw in tqdm([w for w in wanted if w not in done], desc="FER-2013 (networks)",
                            disable=not progress):
         t0 = time.perf_counter()
-        plan = network_plan(graph, null, draw)
+        network = network_of(graph, null, draw)
         rc = ReservoirConfig(rho=rho, seed=0, **config["reservoir"])
-        res = connectome_reservoir(plan, rc, radius=spectral_radius(plan.count_matrix()))
+        res = connectome_reservoir(network, rc, radius=spectral_radius(network.count_matrix()))
         r = fer_readout(res, train, test, steps=fc["steps"], input_scale=fc["input_scale"],
                         seed=fc["projection_seed"], batch_size=fc["batch_size"],
                         alphas=fc["ridge_alphas"], progress=progress)
