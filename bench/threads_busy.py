@@ -7,7 +7,7 @@ For each condition (``idle``: nothing added; ``busy``: one extra ``python -c 'wh
 process) and each preset (``paper``, ``wide``), times training steps (batched augmentation,
 forward, backward, AdamW, plasticity step; random images, batch 128) with torch's own default
 thread count, with 1 and 2 threads, and with :func:`pipelines.runtime.default_threads` (what
-``--threads 0`` now picks). Each variant runs a fixed number of steps or ``--seconds``, whichever
+``--threads 0`` picks). Each variant runs a fixed number of steps or ``--seconds``, whichever
 ends first, after 2 warm-up steps.
 """
 

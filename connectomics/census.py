@@ -3,7 +3,7 @@
 The surrogate is a *generator*: it draws a column (or, with :mod:`connectomics.sources.volume`, a whole
 volume) from type-level statistics. Since the real MICrONS V1 column ships with the package, those
 statistics are fitted to it (``scripts/fit_surrogate.py`` writes ``connectomics/data/surrogate/``);
-the published V1DD table the surrogate used before is kept as :data:`V1DD_PMAX` for comparison.
+the published V1DD table is kept as :data:`V1DD_PMAX`, to compare the fitted figures with.
 
 Sources
 -------

@@ -302,7 +302,7 @@ def load_graph(folder: str | Path) -> ConnectomeGraph:
     """Load what :meth:`ConnectomeGraph.save` (``python -m pipelines.build_graph``) wrote.
 
     The node and edge counts and the checksum are checked against ``meta.json`` where it records
-    them (folders saved before it did still load): files of two graphs in one folder, or a file
+    them (a ``meta.json`` without them is not checked): files of two graphs in one folder, or a file
     changed after the save, raise :class:`~connectomics.cache.CacheError` naming the folder.
     """
     folder = Path(folder)

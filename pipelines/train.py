@@ -78,7 +78,8 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainState":
-        """Also reads a state dict that holds the plateau fields (they moved to ``schedule``)."""
+        """Also reads a state dict with plateau fields beside the others (checkpoints whose
+        schedule state is not under ``schedule``): fields :class:`TrainState` lacks are ignored."""
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 

@@ -109,7 +109,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
         cli.main(["--source", "snapshot", str(tmp_path / "missing"), "--cache", str(tmp_path), "--debug"])
 
 
-# -- issue 12: real-shaped snapshots and CLI errors --------------------------------------------
+# -- snapshots shaped like real dumps, and CLI errors ----------------------------------------------
 VOXEL_NM = np.array([4.0, 4.0, 40.0])
 
 

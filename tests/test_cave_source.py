@@ -514,7 +514,7 @@ def test_pull_column_tables_end_to_end_then_from_cache(client, rsps, tmp_path):
         pd.testing.assert_frame_equal(again[table], tables[table])
 
 
-# -- issue 12: real-server shapes --------------------------------------------------------------
+# -- what a real server returns: typed booleans, its refusals --------------------------------------
 def test_bool_proofreading_columns_rebuild_from_cache(client, rsps, tmp_path):
     """caveclient >= 8 returns status_* as bool: the second (cached) run must read them back."""
     world = make_world(n_cells=10, n_column=6, n_syn=100)

@@ -1,4 +1,4 @@
-"""Every real MICrONS coarse label is a type of its own (issue #12 item 2, issue #11)."""
+"""Every real MICrONS coarse label is a type of its own, none folded into another."""
 
 from __future__ import annotations
 

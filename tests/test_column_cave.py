@@ -1,4 +1,4 @@
-"""The ``cave`` source yields the bundled column's graph (issue #11): the snapshot's cells and
+"""The ``cave`` source yields the bundled column's graph: the snapshot's cells and
 connections served as live-shaped CAVE rows (one synapse row per counted synapse with a size,
 typed columns, bool proofreading statuses, plain "Unsure" labels, voxel-derived nm positions)
 through caveclient's ``CAVEclientMock`` and the fake materialization server of

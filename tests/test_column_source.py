@@ -1,4 +1,4 @@
-"""The real MICrONS V1 column (issue #11): the bundled snapshot, its source, the graph it gives and
+"""The real MICrONS V1 column: the bundled snapshot, its source, the graph it gives and
 the paper's column compiled on it. Figures from ``../shared/.../v1_column_connectome/SOURCE.md``."""
 
 from __future__ import annotations

@@ -57,13 +57,13 @@ def test_load_graph_refuses_files_of_two_graphs(tmp_path):
         load_graph(tmp_path / "a")
 
 
-def test_meta_json_records_counts_and_checksum_and_old_folders_still_load(tmp_path):
+def test_meta_json_records_counts_and_checksum_and_folders_without_them_load(tmp_path):
     g = small_graph()
     g.save(tmp_path / "g")
     meta = json.loads((tmp_path / "g" / "meta.json").read_text())
     assert (meta["n_nodes"], meta["n_edges"], meta["checksum"]) == (g.n_nodes, len(g.edges), g.checksum())
     assert "checksum" not in g.meta        # the graph in memory is not changed by saving it
-    for key in ("n_nodes", "n_edges", "checksum"):   # written before the check existed
+    for key in ("n_nodes", "n_edges", "checksum"):   # a meta.json without them loads unchecked
         del meta[key]
     (tmp_path / "g" / "meta.json").write_text(json.dumps(meta))
     pd.testing.assert_frame_equal(load_graph(tmp_path / "g").edges, g.edges)

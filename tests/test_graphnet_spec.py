@@ -20,7 +20,7 @@ def test_bionic_layers_and_projections():
     s = ColumnSpec.bionic()
     assert s.layer_names == ("A", "B", "C", "D")
     assert [(l.cell_types, l.layers) for l in s.layers] == [
-        (("4P",), None), (("23P",), None),  # by type, not by soma depth (issue #11)
+        (("4P",), None), (("23P",), None),  # by type, not by soma depth: the paper groups cells by type
         (("5P-IT", "5P-ET", "5P-NP"), None), (("6P-IT", "6P-CT", "6P-U", "WM-P"), None)]
     assert s.projections == (("A", "B"), ("B", "C"), ("C", "D"))
     assert s.output_layer == "D"

@@ -156,7 +156,7 @@ def test_part_store_keys_in_order(tmp_path):
     assert parts.keys() == []
 
 
-# -- issue 12: real-shaped tables ----------------------------------------------------------------
+# -- tables shaped like real ones: typed booleans, manifests, partitions ---------------------------
 def _proofreading(status) -> pd.DataFrame:
     n = len(status)
     return pd.DataFrame({"id": np.arange(n) + 1, "pt_root_id": np.arange(n) + 10, "valid_id": np.arange(n) + 10,
@@ -206,7 +206,7 @@ def test_reset_removes_a_corrupt_manifest(tmp_path):
 
 
 def test_one_store_holds_partitioned_tables(tmp_path):
-    """TableCache keeps a table too large for one file as checksummed parts (issue 13)."""
+    """TableCache keeps a table too large for one file as checksummed parts."""
     from connectomics.cache import write_partition_file
 
     cache = TableCache(tmp_path, "stack", 1)

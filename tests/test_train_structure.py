@@ -1,6 +1,6 @@
 """Training, config and checkpoints: one device/precision rule, a scoped dynamo
 fallback, the LR schedule object, checkpoints that carry the resolved column spec and the graph's
-checksum (old ones still load), the run-folder layout, and short functions."""
+checksum (ones without them load too), the run-folder layout, and short functions."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_a_checkpoint_in_the_old_format_still_resumes_bit_exactly(train_env):
     train(cut)
     last = RunDir(cut.out).last
     ck = load(last)
-    # the format before this change: no spec, checksum, schedule or threads; plateau fields in state
+    # a checkpoint without spec, checksum, schedule or threads, its plateau fields in state
     for k in ("column_spec", "graph_checksum", "schedule", "threads"):
         ck.pop(k)
     ck["state"].update(plateau_best=None, plateau_bad=0, lr_scale=1.0)
