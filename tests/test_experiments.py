@@ -11,7 +11,6 @@ import pytest
 from pipelines import experiments as ex
 from pipelines import plan_report as rep
 from pipelines.config import Config
-from tests.helpers import shared_path
 
 
 def test_shipped_plans_are_valid_overrides():
@@ -134,15 +133,16 @@ def test_a_run_folder_of_another_config_is_moved_aside_not_reused(tmp_path, monk
     assert len(list(tmp_path.glob("a/s1.stale-*"))) == 1 and not (tmp_path / "a" / "s1").exists()
 
 
-def test_tiny_plan_end_to_end(tmp_path):
-    """Two rows x 2 seeds of real (tiny) training on the FER sample, then a rerun that skips all."""
-    data = shared_path("fer2013", "sample.csv")
+def test_tiny_plan_end_to_end(tmp_path, train_env):
+    """Two rows x 2 seeds of real (tiny) training of the paper preset on a small synthetic data set
+    and graph (``train_env``), then a rerun that skips all."""
+    _, data, graph = train_env
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"base": {"preset": "paper"}, "reference": "full", "rows": [
         {"name": "full", "overrides": {}}, {"name": "no_hebbian", "overrides": {"hebbian_rate": 0.0}}]}))
     out = tmp_path / "runs"
-    common = ["--results", str(tmp_path / "results"), "--set", f"data={data}", f"cache_root={tmp_path / 'cache'}", "epochs=1", "batch_size=64",
-              "plots=false"]
+    common = ["--results", str(tmp_path / "results"), "--set", f"data={data}", f"graph={graph}",
+              f"cache_root={tmp_path / 'cache'}", "epochs=1", "batch_size=64", "plots=false"]
     assert ex.main(["--plan", str(plan), "--seeds", "2", "--out", str(out), "--jobs", "2", *common]) == 0
     assert sorted(p.parent.name + "/" + p.name for p in out.glob("*/s*")) == [
         "full/s1", "full/s2", "no_hebbian/s1", "no_hebbian/s2"]
@@ -156,11 +156,11 @@ def test_tiny_plan_end_to_end(tmp_path):
     assert np.isfinite(json.loads((out / "full" / "s1" / "metrics.json").read_text())["summary"]["best_val_acc"])
 
 
-def test_runs_go_to_dask_workers_and_into_one_report(tmp_path):
+def test_runs_go_to_dask_workers_and_into_one_report(tmp_path, train_env):
     """--scheduler: runs are executed by the workers of a (local, 2-worker) Dask cluster."""
     import distributed
 
-    data = shared_path("fer2013", "sample.csv")
+    _, data, _ = train_env
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"base": {"preset": "cnn"}, "rows": [{"name": "cnn", "overrides": {}}]}))
     out = tmp_path / "runs"
