@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -44,31 +43,11 @@ SMALL = {("4P", "L4"): 12, ("23P", "L2/3"): 10, ("5P-IT", "L5"): 6, ("5P-ET", "L
          ("6P-IT", "L6"): 9, ("BC", "L4"): 3, ("MC", "L2/3"): 2}
 
 
-def widths_graph(sizes: dict, p: float = 0.05, seed: int = 0):
-    """A neuron-level ConnectomeGraph from DataFrames with the given (cell_type, layer) sizes."""
-    from connectomics.graph import ConnectomeGraph
-
-    rng = np.random.default_rng(seed)
-    rows = [(ct, ly) for (ct, ly), n in sizes.items() for _ in range(n)]
-    n = len(rows)
-    inh = {"BC", "MC", "BPC", "NGC"}
-    nodes = pd.DataFrame({
-        "root_id": np.arange(n, dtype=np.int64) + 10**15, "nucleus_id": np.arange(n, dtype=np.int64),
-        "cell_type": [r[0] for r in rows], "mtype": [r[0] for r in rows], "layer": [r[1] for r in rows],
-        "ei": ["I" if r[0] in inh else "E" for r in rows],
-        "x_nm": rng.uniform(0, 1e5, n), "y_nm": rng.uniform(0, 1e6, n), "z_nm": rng.uniform(0, 1e5, n),
-        "depth_um": rng.uniform(0, 800, n)})
-    pre, post = np.nonzero(rng.random((n, n)) < p)
-    keep = pre != post
-    pre, post = pre[keep], post[keep]
-    edges = pd.DataFrame({"pre": pre, "post": post, "pre_root_id": pre + 10**15, "post_root_id": post + 10**15,
-                          "n_synapses": rng.integers(1, 5, len(pre)), "summed_size": rng.uniform(1e2, 1e4, len(pre))})
-    return ConnectomeGraph(nodes=nodes, edges=edges)
-
-
 def small_graph(seed: int = 0):
-    """:func:`widths_graph` of :data:`SMALL` at connection probability 0.25."""
-    return widths_graph(SMALL, p=0.25, seed=seed)
+    """:func:`graphnet.testing.synthetic_graph` of :data:`SMALL` at connection probability 0.25."""
+    from graphnet.testing import synthetic_graph
+
+    return synthetic_graph(SMALL, p=0.25, seed=seed)
 
 
 def synthetic_csv(path: Path, n_train=96, n_val=32, n_private=16, seed=0) -> Path:

@@ -18,7 +18,8 @@ from pipelines import train as train_module
 from pipelines.run_dir import RunDir
 from pipelines.train import main as train_main
 from pipelines.train import train
-from tests.helpers import SMALL, load_checkpoint, small_graph, tiny_cfg, widths_graph
+from graphnet.testing import synthetic_graph
+from tests.helpers import SMALL, load_checkpoint, small_graph, tiny_cfg
 
 
 def one_error_line(capsys, *names: str) -> str:
@@ -41,7 +42,7 @@ def test_evaluate_refuses_a_checkpoint_of_another_graph(train_env, tmp_path, cap
     run_a = tiny_cfg(train_env, "graph_a", epochs=1)
     train(run_a)
     bigger = tmp_path / "bigger_graph"
-    widths_graph({**SMALL, ("4P", "L4"): 16}, p=0.25).save(bigger)
+    synthetic_graph({**SMALL, ("4P", "L4"): 16}, p=0.25).save(bigger)
     run_b = tiny_cfg(train_env, "graph_b", epochs=1, graph=str(bigger))
     train(run_b)
     capsys.readouterr()

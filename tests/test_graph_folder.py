@@ -13,11 +13,13 @@ from connectomics import load_graph
 from connectomics.build import build_default_graph
 from connectomics.cache import CacheError
 
-from .helpers import small_graph, widths_graph
+from graphnet.testing import synthetic_graph
+
+from .helpers import small_graph
 
 
 def test_a_crash_while_replacing_a_graph_folder_leaves_the_old_graph(tmp_path, monkeypatch):
-    old, new = small_graph(seed=0), widths_graph({("4P", "L4"): 30, ("BC", "L4"): 4}, seed=1)
+    old, new = small_graph(seed=0), synthetic_graph({("4P", "L4"): 30, ("BC", "L4"): 4}, seed=1)
     folder = tmp_path / "graph"
     old.save(folder)
     real = graph_module.write_parquet_atomic

@@ -11,7 +11,7 @@ import torch
 
 from graphnet import ColumnSpec, compile_column
 from graphnet.projection import RELU_NORMAL_MEAN, RELU_NORMAL_VAR, summed_weight
-from tests.helpers import widths_graph
+from graphnet.testing import synthetic_graph
 
 #: every layer of ColumnSpec.bionic(), excitatory only between layers (as on the real column)
 SIZES = {("4P", "L4"): 60, ("23P", "L2/3"): 70, ("5P-IT", "L5"): 50, ("6P-IT", "L6"): 80,
@@ -20,7 +20,7 @@ SIZES = {("4P", "L4"): 60, ("23P", "L2/3"): 70, ("5P-IT", "L5"): 50, ("6P-IT", "
 
 @pytest.fixture(scope="module")
 def graph():
-    return widths_graph(SIZES, p=0.08, seed=3)
+    return synthetic_graph(SIZES, p=0.08, seed=3)
 
 
 def _feedforward_stats(column, n: int = 4096) -> dict[str, tuple[float, float, float]]:

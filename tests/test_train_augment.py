@@ -13,7 +13,7 @@ import torch
 from pipelines.augment import AugmentConfig, BatchAugment
 from pipelines.config import PRESETS, Config, add_config_arguments, cli_fields, config_from_args
 from pipelines.optim import LRSchedule
-from tests.helpers import widths_graph
+from graphnet.testing import synthetic_graph
 
 
 
@@ -145,7 +145,7 @@ PAPER_WIDTHS = {("4P", "L4"): 266, ("23P", "L2/3"): 349, ("5P-IT", "L5"): 136, (
 def test_paper_and_cnn_presets_parameter_counts():
     from pipelines.models import PAPER_CNN_PARAMS, build_model, count_parameters
 
-    g = widths_graph(PAPER_WIDTHS, p=0.02)
+    g = synthetic_graph(PAPER_WIDTHS, p=0.02)
     paper = replace(Config(), **PRESETS["paper"])
     m = build_model(paper, g)
     c = count_parameters(m)
@@ -175,7 +175,7 @@ def test_switches_change_the_model():
     from pipelines.frontend import CBAM
     from pipelines.models import build_model
 
-    g = widths_graph({("4P", "L4"): 12, ("23P", "L2/3"): 10, ("5P-IT", "L5"): 8, ("6P-IT", "L6"): 9,
+    g = synthetic_graph({("4P", "L4"): 12, ("23P", "L2/3"): 10, ("5P-IT", "L5"): 8, ("6P-IT", "L6"): 9,
                       ("BC", "L4"): 3}, p=0.2)
     base = replace(Config(), conv1_channels=4, conv2_channels=4, feat_size=6)
     from pipelines.frontend import FastLateralInhibition2d, LateralInhibition2d
