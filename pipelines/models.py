@@ -43,7 +43,7 @@ class BioNIC(nn.Module):
         super().__init__()
         self.front = FrontEnd(cfg)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        # a saved run's resolved spec wins over today's preset defaults
+        # a saved run's resolved spec wins over the preset defaults of this code
         self.spec = ColumnSpec.from_dict(spec) if spec is not None else cfg.column_spec()
         self.column = compile_column(graph, self.spec, in_features=self.front.out_features,
                                      device=device)

@@ -156,7 +156,7 @@ def test_snapshot_bool_status_rebuilds_from_cache(tmp_path, capsys):
     write_snapshot(snap, bool_status=True)
     assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 0
     assert "read from snapshot" in capsys.readouterr().out
-    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 0, capsys.readouterr().err  # today: CacheError
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 0, capsys.readouterr().err  # guards against: CacheError
     assert "read from cache" in capsys.readouterr().out
 
 
@@ -165,7 +165,7 @@ def test_snapshot_reads_dataframe_resolution_from_parquet(tmp_path, surrogate_gr
     write_snapshot(snap, nm=True, attrs=True)  # nm positions, saved with caveclient's attrs
     res = build_graph(make_source("snapshot", path=str(snap)), tmp_path / "c", progress=False)
     want = surrogate_graph.graph.nodes.set_index("root_id").loc[res.graph.nodes["root_id"]]
-    assert res.graph.nodes["layer"].tolist() == want["layer"].tolist()  # today: all WM
+    assert res.graph.nodes["layer"].tolist() == want["layer"].tolist()  # guards against: all WM
     np.testing.assert_allclose(res.graph.nodes["depth_um"], want["depth_um"], atol=1e-6)
 
 
@@ -190,7 +190,7 @@ def test_snapshot_cache_is_keyed_on_the_files(tmp_path):
     write_snapshot(b, seed=1)
     ga = build_graph(make_source("snapshot", path=str(a)), cache, progress=False)
     gb = build_graph(make_source("snapshot", path=str(b)), cache, progress=False)
-    assert not gb.from_cache and gb.cache.dir != ga.cache.dir  # today: served a's tables
+    assert not gb.from_cache and gb.cache.dir != ga.cache.dir  # guards against: served a's tables
     assert set(gb.graph.nodes["root_id"]) == set(SurrogateSource(1).column.cells["root_id"][:300])
     assert build_graph(make_source("snapshot", path=str(a)), cache, progress=False).from_cache
     # a changed file is read again
@@ -208,13 +208,13 @@ def test_empty_inputs_name_the_table_and_file(tmp_path, capsys):
     tables[SYNAPSE_TABLE].iloc[:0].to_parquet(syn_file, index=False)
     assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
     err = capsys.readouterr().err
-    assert SYNAPSE_TABLE in err and str(syn_file) in err and "no rows" in err  # today: No objects to concatenate
+    assert SYNAPSE_TABLE in err and str(syn_file) in err and "no rows" in err  # guards against: No objects to concatenate
     proof = snap / "proofreading_status_and_strategy.parquet"
     proof.unlink()
     (snap / "proofreading_status_and_strategy.csv").write_bytes(b"")
     assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
     err = capsys.readouterr().err
-    assert "proofreading_status_and_strategy.csv" in err and "empty" in err  # today: EmptyDataError
+    assert "proofreading_status_and_strategy.csv" in err and "empty" in err  # guards against: EmptyDataError
 
 
 def test_refresh_recovers_from_a_corrupt_manifest(tmp_path, capsys):
@@ -225,7 +225,7 @@ def test_refresh_recovers_from_a_corrupt_manifest(tmp_path, capsys):
     manifest.write_text('{"synapses_pni_2": ')  # truncated
     assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
     assert "--refresh" in capsys.readouterr().err
-    assert cli.main(snapshot_cli(snap, tmp_path / "c", "--refresh")) == 0  # today: the same CacheError
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", "--refresh")) == 0  # guards against: the same CacheError
     assert set(json.loads(manifest.read_text())) == set(COLUMN_TABLES)
 
 
@@ -253,7 +253,7 @@ def test_error_line_starts_on_a_fresh_line_after_a_progress_bar(tmp_path, capsys
 def test_a_resolution_that_is_not_positive_is_refused(tmp_path, capsys, resolution):
     snap = tmp_path / "snap"
     write_snapshot(snap, fmt="csv")
-    assert cli.main(snapshot_cli(snap, tmp_path / "c", "--resolution", *resolution)) == 2   # today: 0
+    assert cli.main(snapshot_cli(snap, tmp_path / "c", "--resolution", *resolution)) == 2   # guards against: 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--resolution" in err and "must be positive" in err
     with pytest.raises(SourceError, match="must be positive"):
@@ -271,7 +271,7 @@ def test_synapse_positions_are_unit_checked_like_soma_positions(tmp_path, capsys
     (snap / SYNAPSE_TABLE).mkdir()
     syn.iloc[:50].to_parquet(snap / SYNAPSE_TABLE / "part-0.parquet", index=False)
     syn.iloc[50:].to_parquet(snap / SYNAPSE_TABLE / "part-1.parquet", index=False)
-    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2                                   # today: 0
+    assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2                                   # guards against: 0
     err = capsys.readouterr().err
     assert "part-0.parquet" in err and "ctr_pt_position" in err and "look like nm" in err
     assert not list((tmp_path / "c").rglob(f"{SYNAPSE_TABLE}.parquet"))
@@ -290,7 +290,7 @@ def test_a_missing_soma_position_names_the_row_not_the_unit(tmp_path, capsys, va
     assert cli.main(snapshot_cli(snap, tmp_path / "c")) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "row 17" in err and "pt_position" in err
-    assert "outside the volume" not in err                                                    # today: it is
+    assert "outside the volume" not in err                                                    # guards against: it is
 
 
 @pytest.mark.parametrize("text", ["[]", '{"synapses_pni_2": 5}', '"manifest"'])
@@ -299,7 +299,7 @@ def test_a_manifest_of_the_wrong_shape_names_the_file(tmp_path, capsys, text):
     manifest = tmp_path / "surrogate" / "v0" / "manifest.json"
     manifest.write_text(text)
     capsys.readouterr()
-    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 2       # today: 1
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 2       # guards against: 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(manifest) in err and "--refresh" in err
     assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet", "--refresh"]) == 0
@@ -310,7 +310,7 @@ def test_a_tampered_cache_file_is_a_user_error(tmp_path, capsys):
     table = tmp_path / "surrogate" / "v0" / f"{COLUMN_TABLE}.parquet"
     SurrogateSource(1).fetch_table(COLUMN_TABLE, progress=False).to_parquet(table, index=False)
     capsys.readouterr()
-    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 2       # today: 1
+    assert cli.main(["--source", "surrogate", "--cache", str(tmp_path), "--quiet"]) == 2       # guards against: 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(table) in err and "checksum" in err
 

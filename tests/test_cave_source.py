@@ -207,7 +207,7 @@ def test_capped_unfiltered_table_is_read_by_id_ranges(client, rsps, n_rows, cap)
     world = make_world(n_cells=n_rows)
     fake = FakeCave(world, cap=cap, shuffle=True).install(rsps)
     got = source(client).fetch_table(NUCLEUS_TABLE, progress=False)
-    assert got["id"].tolist() == sorted(world[NUCLEUS_TABLE]["id"])   # today: rows lost
+    assert got["id"].tolist() == sorted(world[NUCLEUS_TABLE]["id"])   # guards against: rows lost
     assert fake.n_counts == 1
     assert all(q["rows"] <= cap for q in fake.answered)
 
@@ -225,7 +225,7 @@ def test_capped_single_filter_value_is_read_by_id_ranges(client, rsps):
 
 def test_column_pull_from_a_server_that_shuffles_and_ignores_offset(client, rsps, tmp_path):
     """The column table capped, pages in another order each time, offset dropped by a proxy:
-    the pull is complete (today: cells lost, or a pull that never ends)."""
+    the pull is complete (guards against: cells lost, or a pull that never ends)."""
     world = make_world(n_cells=40, n_column=31, n_syn=150)
     fake = FakeCave(world, cap=7, shuffle=True, ignore_offset=True, max_queries=400).install(rsps)
     tables = pull_column_tables(source(client, batch_size=8), TableCache(tmp_path, DATASTACK, VERSION),
@@ -241,13 +241,13 @@ def test_a_server_ignoring_the_id_ranges_stops_the_pull_naming_the_table(client,
     fake = FakeCave(world, cap=4, ignore_ranges=True, ignore_offset=True, max_queries=50).install(rsps)
     cache = TableCache(tmp_path, DATASTACK, VERSION)
     with pytest.raises(SourceError, match=f"{NUCLEUS_TABLE}: .*ignores the id range.*no progress"):
-        source(client).fetch_table(NUCLEUS_TABLE, progress=False)   # today: RunawayPull
+        source(client).fetch_table(NUCLEUS_TABLE, progress=False)   # guards against: RunawayPull
     assert fake.n_queries <= 3
     assert not cache.dir.exists()
 
 
 def test_a_silent_cap_is_caught_by_the_server_count(client, rsps, tmp_path):
-    """No header, no known limit: the truncated table is refused, not cached (today: 6 of 10 rows)."""
+    """No header, no known limit: the truncated table is refused, not cached (guards against: 6 of 10 rows)."""
     world = make_world(n_cells=10)
     FakeCave(world, cap=6, cap_header=False).install(rsps)
     with pytest.raises(SourceError, match=f"{NUCLEUS_TABLE}: the server counts 10 rows .* got 6"):
@@ -347,7 +347,7 @@ def test_every_request_carries_the_timeout_those_building_the_client_included(bu
     source(None, timeout_s=7.0).fetch_table(NUCLEUS_TABLE, progress=False)
     building = [c for c in sent if "/query" not in c[1]]
     assert len(building) > 5 and any("versions" in c[1] for c in building)
-    assert {t for *_, t in sent} == {7.0}   # today: None while the client is built
+    assert {t for *_, t in sent} == {7.0}   # guards against: None while the client is built
     assert cave_base.requests is requests   # caveclient's module is left as it was
 
 
@@ -523,7 +523,7 @@ def test_bool_proofreading_columns_rebuild_from_cache(client, rsps, tmp_path):
     FakeCave(world).install(rsps)
     cache = TableCache(tmp_path, DATASTACK, VERSION)
     first = pull_column_tables(source(client), cache, progress=False)
-    again = pull_column_tables(source(client), cache, progress=False)  # today: CacheError schema mismatch
+    again = pull_column_tables(source(client), cache, progress=False)  # guards against: CacheError schema mismatch
     pd.testing.assert_frame_equal(again[PROOFREADING_TABLE], first[PROOFREADING_TABLE])
     assert str(again[PROOFREADING_TABLE]["status_axon"].dtype) == "boolean"
     assert again[PROOFREADING_TABLE]["status_dendrite"].all()
@@ -548,5 +548,5 @@ def test_forbidden_keeps_the_reason_and_opens_no_browser(client, rsps, monkeypat
         source(client).fetch_table(NUCLEUS_TABLE, progress=False)
     text = str(err.value)
     assert f"HTTP 403, {error}" in text and message in text and expected in text
-    assert not text.splitlines()[0].endswith("..")   # today: "access resource.."
+    assert not text.splitlines()[0].endswith("..")   # guards against: "access resource.."
     assert opened == [] and fake.n_queries == 1

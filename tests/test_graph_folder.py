@@ -34,7 +34,7 @@ def test_a_crash_while_replacing_a_graph_folder_leaves_the_old_graph(tmp_path, m
         new.save(folder)
     monkeypatch.undo()
     got = load_graph(folder)
-    assert got.checksum() == old.checksum()            # today: new nodes beside the old edges
+    assert got.checksum() == old.checksum()            # guards against: new nodes beside the old edges
     assert sorted(p.name for p in tmp_path.iterdir()) == ["graph"]   # no temporary folder left
     new.save(folder)                                   # a complete save replaces it
     assert load_graph(folder).checksum() == new.checksum()
@@ -98,7 +98,7 @@ def test_build_default_graph_rebuilds_a_damaged_default_graph(tmp_path, column_g
         (folder / "meta.json").write_text("[")
     with pytest.raises(CacheError):
         load_graph(folder)
-    g = build_default_graph(tmp_path)                 # today: traces back
+    g = build_default_graph(tmp_path)                 # guards against: traces back
     assert g.checksum() == column_graph.graph.checksum()
     assert load_graph(folder).checksum() == column_graph.graph.checksum()
 

@@ -258,7 +258,7 @@ def test_holm_corrects_within_exactly_the_named_family(tmp_path):
     md = rep.plan_markdown(*rep.collect(fam)[:1], list(rows.values()), rep.collect(fam)[1])
     assert "| outside family |" in md.splitlines()[5]                               # the d row
     assert "named by the plan before it ran: b, c, e; Holm over m = 3" in md
-    # without a family: every non-reference row with a test (today's rule)
+    # without a family: every non-reference row with a test (the default rule)
     nofam = _pred_folder(tmp_path, "nofam", ROWS5, {}, old)
     rows = {r["row"]: r for r in rep.summarize(*rep.collect(nofam))}
     assert [rows[k]["holm_p"] for k in "bcd"] == pytest.approx(ps.holm([p["b"], p["c"], p["d"]]))

@@ -173,7 +173,7 @@ def _proofreading(status) -> pd.DataFrame:
 def test_bool_proofreading_columns_survive_the_cache_round_trip(tmp_path, status):
     cache = TableCache(tmp_path, "stack", 1)
     cache.write(PROOFREADING_TABLE, _proofreading(status), source="test")
-    got = cache.read(PROOFREADING_TABLE)  # today: schema {'status_axon': 'bool'} != manifest 'object'
+    got = cache.read(PROOFREADING_TABLE)  # guards against: schema {'status_axon': 'bool'} != manifest 'object'
     assert str(got["status_axon"].dtype) == "boolean"
     assert got["status_dendrite"].tolist()[:2] == [True, False]
     assert cache.manifest()[PROOFREADING_TABLE]["schema"]["status_axon"] == "boolean"

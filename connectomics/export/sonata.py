@@ -119,8 +119,8 @@ def _create(group: h5py.Group, name: str, n: int, dtype, compression: str | None
                                 compression=compression)
 
 
-def _node_attribute(nodes: pd.DataFrame, field: str, kind: str) -> np.ndarray:
-    s = nodes[field]
+def _node_attribute(nodes: pd.DataFrame, name: str, kind: str) -> np.ndarray:
+    s = nodes[name]
     if kind == "str":
         return s.astype(object).where(s.notna(), "").astype(str).to_numpy(dtype=object)
     if kind == "int":
@@ -143,10 +143,10 @@ def _write_nodes(path: Path, graph: ConnectomeGraph, population: str, compressio
         pop.create_dataset("node_group_id", data=np.zeros(n, dtype=np.int64))
         pop.create_dataset("node_group_index", data=np.arange(n, dtype=np.int64))
         grp = pop.create_group("0")
-        for attr, (field, kind) in NODE_ATTRIBUTES.items():
-            if field not in nodes.columns:
+        for attr, (name, kind) in NODE_ATTRIBUTES.items():
+            if name not in nodes.columns:
                 continue
-            vals = _node_attribute(nodes, field, kind)
+            vals = _node_attribute(nodes, name, kind)
             dtype = h5py.string_dtype("utf-8") if kind == "str" else vals.dtype
             _create(grp, attr, n, dtype, compression)[...] = vals
     first = nodes.groupby(code, sort=True).first()
