@@ -1,7 +1,9 @@
 """Data flows one way: connectomics -> graphnet -> pipelines. connectomics imports neither
 graphnet nor pipelines, graphnet never imports pipelines, not even lazily inside a function.
 Inside pipelines each job has one room: checkpoint files are written and read only by
-pipelines/checkpoint.py, torch.distributed is used only by pipelines/distributed.py."""
+pipelines/checkpoint.py, torch.distributed is used only by pipelines/distributed.py. Inside
+graphnet every module is a planning, a module-building or a shared one; inside connectomics the
+sources come before the build. README's layout names every module."""
 
 from __future__ import annotations
 
@@ -62,8 +64,35 @@ def test_importing_every_connectomics_module_loads_neither_graphnet_nor_pipeline
 #: A plan is what the graph says before any module exists, so the planning modules import none
 #: of the module-building ones.
 PLANNING = ("spec", "null_models", "plan")
-MODULE_BUILDING = ("column", "masked_linear", "sparse_linear", "projection", "backend",
-                   "plasticity", "plots", "reservoir", "memory_capacity")
+MODULE_BUILDING = ("backend", "column", "count_linear", "masked_linear", "memory_capacity", "plasticity",
+                   "plots", "population_norm", "projection", "recurrent", "reservoir", "sparse_linear")
+#: Neither: the inhibitory input a plan records and the GradedInhibition module built from it (one
+#: concept), the spectral radius (numbers of any matrix), synthetic graphs for tests and benchmarks.
+SHARED = ("__init__", "inhibition", "spectral", "testing")
+
+
+def test_every_graphnet_module_has_its_room():
+    modules = {p.stem for p in (ROOT / "graphnet").glob("*.py")}
+    assert modules == set(PLANNING) | set(MODULE_BUILDING) | set(SHARED)
+
+
+def test_the_readme_layout_names_every_module():
+    """README's layout lists each module of connectomics, graphnet and pipelines on a line that
+    starts with its package's folder (``graphnet/column.py  ...; recurrent.py ...``), and each
+    subpackage of connectomics as a line of its own (``connectomics/sources/``)."""
+    import re
+
+    named: set[str] = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        m = re.match(r"(connectomics|graphnet|pipelines)/(\w+/)?", line)
+        if m:
+            named.add(m.group(0).rstrip("/"))
+            named |= {f"{m.group(1)}/{name}" for name in re.findall(r"\b(\w+\.py)\b", line)}
+    modules = {str(p.relative_to(ROOT)) for pkg in ("connectomics", "graphnet", "pipelines")
+               for p in (ROOT / pkg).glob("*.py") if p.stem != "__init__"}
+    subpackages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "connectomics").glob("*/__init__.py")}
+    missing = sorted((modules | subpackages) - named)
+    assert not missing, f"README's layout does not name {missing}"
 
 
 @pytest.mark.parametrize("name", PLANNING)
