@@ -63,16 +63,17 @@ def make_population_world(profile: DatastackProfile, n_cells: int = 400, n_syn: 
                             "target_id": nuc_id, "classification_system": systems, "cell_type": cell_type})
         return pd.concat([own, ref], axis=1)
 
-    status_axon = pd.array(np.arange(n_cells) % 3 == 0, dtype="boolean")
-    status_axon[np.arange(n_cells) % 10 == 7] = pd.NA
-    status_dendrite = pd.array(np.arange(n_cells) % 2 == 0, dtype="boolean")
+    status_axon = pd.array(rng.random(n_cells) < 0.5, dtype="boolean")
+    status_axon[rng.random(n_cells) < 0.1] = pd.NA
+    status_dendrite = pd.array(rng.random(n_cells) < 0.6, dtype="boolean")
+    full = rng.random(n_cells) < 0.5
     proof = pd.DataFrame({
         "id": np.arange(n_cells, dtype=np.int64) + 1, "created": pd.Timestamp("2023-03-01", tz="UTC"),
         "valid": True, "pt_supervoxel_id": roots + 11, "pt_root_id": roots, "valid_id": roots,
         "status_dendrite": status_dendrite, "status_axon": status_axon,
         "strategy_dendrite": np.where(status_dendrite.to_numpy(bool, na_value=False), "dendrite_extended", "none"),
         "strategy_axon": np.where(status_axon.to_numpy(bool, na_value=False),
-                                  np.where(np.arange(n_cells) % 2 == 0, "axon_fully_extended",
+                                  np.where(full, "axon_fully_extended",
                                            "axon_partially_extended"), "none"),
         "pt_position_x": vox[:, 0], "pt_position_y": vox[:, 1], "pt_position_z": vox[:, 2],
     })
@@ -117,6 +118,9 @@ class FakePopulationServer:
         self.cap, self.shuffle, self.max_queries = cap, shuffle, max_queries
         self.rng = np.random.default_rng(seed)
         self.failures: dict[int, BaseException] = {}
+        #: like ``failures``, counted over the synapse table's queries only
+        self.synapse_failures: dict[int, BaseException] = {}
+        self.n_synapse_queries = 0
         self.n_queries = 0
         self.answered: list[dict] = []
         ds = re.escape(profile.name)
@@ -171,6 +175,10 @@ class FakePopulationServer:
         body = json.loads(request.body)
         table = m.group("table") or body["tables"][0][0]
         assert body["desired_resolution"] == [1, 1, 1]
+        if table == self.profile.table("synapses"):
+            self.n_synapse_queries += 1
+            if self.n_synapse_queries - 1 in self.synapse_failures:
+                raise self.synapse_failures[self.n_synapse_queries - 1]
         df = self.world[table]
         for col, vals in (body.get("filter_in_dict") or {}).get(table, {}).items():
             df = df[df[col].isin(vals)]
