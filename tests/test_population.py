@@ -262,3 +262,24 @@ def test_cli_bad_query_is_one_line_exit_2(tmp_path, capsys, argv, match):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and match in err and len(err.splitlines()) == 1
     assert files_under(tmp_path / "c") == []
+
+
+def test_a_checkpoint_names_the_population_graph(tmp_path):
+    import torch
+
+    from pipelines.checkpoint import best_subset, graph_record, make_checkpoint
+
+    query = PopulationQuery(cell_types="23P,4P", depth_um=(100, 400))
+    with population_server(n_cells=200, n_syn=1500) as (server, client):
+        graph = build_graph(source(client, query), tmp_path, progress=False).graph
+    model = torch.nn.Linear(2, 2)
+    from pipelines.config import Config
+
+    ckpt = make_checkpoint(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), state={},
+                           schedule={}, rng={}, cfg=Config(), world_size=1, graph_checksum=graph.checksum(),
+                           graph=graph_record(graph))
+    record = best_subset(ckpt, 0, 0.5)["graph"]
+    assert record == {"source": "cave", "datastack": "minnie65_public", "version": 1300,
+                      "query": query.resolved(load_profile("minnie65_public")).to_dict(),
+                      "query_key": graph.meta["query_key"], "checksum": graph.checksum()}
+    assert graph_record(None) == {}
