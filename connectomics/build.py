@@ -79,7 +79,8 @@ def build_graph(source: Source, cache_root: str | Path = DEFAULT_CACHE, *, engin
         tables, files, had_all = source.pull_tables(cache, refresh=refresh, progress=progress, client=client)
         timings["tables_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        nodes = assemble_cells(tables, bounds, keep_unknown_types=keep_unknown_types)
+        nodes = assemble_cells(tables, bounds, keep_unknown_types=keep_unknown_types or source.own_vocabulary)
+        nodes = source.adjust_nodes(nodes, bounds or LayerBounds())
         roots = nodes["root_id"].to_numpy()
         if engine == "dask":
             edges = aggregate_dask(files, roots, client)

@@ -13,6 +13,8 @@ a file that asks for any other Python object is refused as unsafe, never loaded)
     world_size, threads   the data-parallel ranks and CPU threads it ran with
     column_spec           the resolved graphnet.ColumnSpec.to_dict() of a bionic model, else None
     graph_checksum        ConnectomeGraph.checksum() of the graph the column was compiled from, else ""
+    graph                 that graph's source, datastack, version, population query (and its key) and
+                          checksum (:func:`graph_record`), {} for the plain CNN
 
 ``best.pt`` is :func:`best_subset`: the weights, the epoch, the selection metric, and the config,
 spec and checksum that say how to rebuild the model. Checkpoints without ``column_spec`` /
@@ -105,15 +107,26 @@ def graph_checksum(graph: Any) -> str:
     return "" if graph is None else graph.checksum()
 
 
+def graph_record(graph: Any) -> dict[str, Any]:
+    """What a checkpoint names of the graph it was trained on: source, datastack, version, the
+    population query and its key (None where the graph came from no query) and the checksum;
+    ``{}`` without a graph (plain CNN)."""
+    if graph is None:
+        return {}
+    meta = graph.meta
+    return {"source": meta.get("source"), "datastack": meta.get("datastack"), "version": meta.get("version"),
+            "query": meta.get("query"), "query_key": meta.get("query_key"), "checksum": graph.checksum()}
+
+
 def make_checkpoint(*, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                     schedule: dict[str, Any], rng: dict[str, Any], cfg: Config, world_size: int,
-                    graph_checksum: str) -> dict[str, Any]:
+                    graph_checksum: str, graph: dict[str, Any] | None = None) -> dict[str, Any]:
     """A full checkpoint (module doc): everything a resumed run needs to continue bit for bit."""
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
         "schedule": schedule, "rng": rng, "config": cfg.to_dict(), "world_size": world_size,
         "threads": torch.get_num_threads(), "column_spec": column_spec_of(model),
-        "graph_checksum": graph_checksum,
+        "graph_checksum": graph_checksum, "graph": dict(graph or {}),
     }
 
 
@@ -122,7 +135,7 @@ def best_subset(checkpoint: dict[str, Any], epoch: int, metric: float) -> dict[s
     the epoch and its selection metric."""
     return {"model": checkpoint["model"], "epoch": epoch, "metric": float(metric),
             "config": checkpoint["config"], "column_spec": checkpoint["column_spec"],
-            "graph_checksum": checkpoint["graph_checksum"]}
+            "graph_checksum": checkpoint["graph_checksum"], "graph": checkpoint.get("graph", {})}
 
 
 # ------------------------------------------------------------------------------------------------

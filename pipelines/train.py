@@ -41,7 +41,9 @@ import connectomics.build
 from connectomics import load_graph
 
 from .augment import BatchAugment, normalize, to_float
-from .checkpoint import best_subset, graph_checksum, load_checkpoint, load_run, make_checkpoint, save_checkpoint
+from .checkpoint import (
+    best_subset, graph_checksum, graph_record, load_checkpoint, load_run, make_checkpoint, save_checkpoint,
+)
 from .config import Config, add_config_arguments, config_from_args, validate
 from .distributed import (Ranks, broadcast_module, data_parallel, gather_recorded_activity, process_group,
                           rng_states, set_rng_states)
@@ -117,6 +119,7 @@ class TrainingRun:
     state: TrainState
     hooks: dict[str, Callable] = field(default_factory=dict)
     lr: float = 0.0              # of the last step
+    graph_record: dict = field(default_factory=dict)   # the graph's datastack, version, query, checksum
 
     @property
     def plastic(self) -> bool:
@@ -216,7 +219,8 @@ def setup(cfg: Config, runtime: Runtime, ranks: Ranks, resume: bool, refresh: bo
         schedule=LRSchedule(cfg, cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch))),
         shuffle_rng=torch.Generator().manual_seed(cfg.seed),
         augment_rng=torch.Generator(device=runtime.device).manual_seed(cfg.seed + 1),
-        augment=BatchAugment(cfg.augment_config()), state=TrainState(), hooks=hooks or {})
+        augment=BatchAugment(cfg.augment_config()), state=TrainState(), hooks=hooks or {},
+        graph_record=last.get("graph", {}) if last is not None else graph_record(graph))
     if last is not None:
         _restore(training, last)
     elif ranks.main:
@@ -388,7 +392,8 @@ def full_checkpoint(training: TrainingRun) -> dict[str, Any]:
         schedule=training.schedule.state_dict(),
         rng={"shuffle": training.shuffle_rng.get_state(), "augment": training.augment_rng.get_state(),
              "torch_per_rank": cpu_states, "cuda_per_rank": cuda_states},
-        cfg=training.cfg, world_size=training.ranks.world, graph_checksum=training.graph_checksum)
+        cfg=training.cfg, world_size=training.ranks.world, graph_checksum=training.graph_checksum,
+        graph=training.graph_record)
 
 
 def save(training: TrainingRun, row: dict, improved: bool) -> None:

@@ -35,10 +35,15 @@ def _surrogate(*, seed: int, **_: Any) -> Source:
 
 
 def _cave(*, datastack: str, version: int, auth_token: str | None, token_file: str | None,
-          **_: Any) -> Source:
+          query: Any = None, batch_size: int | None = None, **_: Any) -> Source:
+    kw = {"batch_size": batch_size} if batch_size else {}
+    if query is not None:   # a population query (connectomics.sources.population) names its datastack
+        from .population import PopulationSource
+
+        return PopulationSource(query, auth_token=auth_token, auth_token_file=token_file, **kw)
     from .cave import CaveSource
 
-    return CaveSource(datastack=datastack, version=version, auth_token=auth_token, auth_token_file=token_file)
+    return CaveSource(datastack=datastack, version=version, auth_token=auth_token, auth_token_file=token_file, **kw)
 
 
 def _snapshot(*, path: str | None, datastack: str, version: int,
@@ -67,14 +72,19 @@ SOURCES: dict[str, Callable[..., Source]] = {
 def make_source(kind: str = "column", *, path: str | None = None, version: int = 1300, seed: int = 0,
                 datastack: str = "minnie65_public", auth_token: str | None = None,
                 token_file: str | None = None, fraction: float = 1.0,
-                resolution_nm: tuple[float, float, float] | None = None) -> Source:
+                resolution_nm: tuple[float, float, float] | None = None, query: Any = None,
+                batch_size: int | None = None) -> Source:
     """The source ``kind`` of :data:`SOURCES`: ``column`` (the bundled real MICrONS V1 column,
-    the default), ``surrogate`` (``seed``), ``cave`` (``datastack`` at ``version``, a token),
+    the default), ``surrogate`` (``seed``), ``cave`` (``datastack`` at ``version``, a token; with a ``query``, a
+    :class:`~.population.PopulationQuery`: the cells it selects; ``batch_size`` ids a request),
     ``snapshot`` (``path``; positions in ``resolution_nm`` nm per unit if given, see
     :mod:`.snapshot`), ``volume`` (``path`` = the cell table, ``seed``, ``fraction``)."""
     if kind not in SOURCES:
         raise ValueError(f"unknown source {kind!r}: use {', '.join(SOURCES)} (snapshot with a PATH)")
     if resolution_nm is not None and kind != "snapshot":
         raise ValueError(f"--resolution is for --source snapshot, not {kind}")
+    if query is not None and kind != "cave":
+        raise ValueError(f"a population query is for --source cave, not {kind}")
     return SOURCES[kind](path=path, version=version, seed=seed, datastack=datastack, auth_token=auth_token,
-                         token_file=token_file, fraction=fraction, resolution_nm=resolution_nm)
+                         token_file=token_file, fraction=fraction, resolution_nm=resolution_nm, query=query,
+                         batch_size=batch_size)

@@ -77,6 +77,15 @@ class Source(ABC):
         tables.pop(SYNAPSE_TABLE, None)
         return tables, [cache.path(SYNAPSE_TABLE)], had_all
 
+    #: True when the source checks its cell-type labels itself (against a datastack profile), so
+    #: the build keeps labels outside the MICrONS column vocabulary
+    own_vocabulary: bool = False
+
+    def adjust_nodes(self, nodes: pd.DataFrame, bounds: Any) -> pd.DataFrame:
+        """The graph nodes as the build assembled them, adjusted to this source (default: as
+        they are; a datastack with its own depth frame recomputes ``depth_um`` and ``layer``)."""
+        return nodes
+
     def describe(self) -> dict:
         """What the manifest records of this source (never a token)."""
         return {"source": self.kind, "datastack": self.namespace, "version": self.version}

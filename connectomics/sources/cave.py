@@ -329,6 +329,8 @@ class CaveSource(Source):
         self.max_retries = int(max_retries)
         self.backoff_s = float(backoff_s)
         self.row_limit = row_limit
+        #: the server's synapse table (a datastack profile may name another)
+        self.synapse_table = SYNAPSE_TABLE
         self._token = auth_token
         self._token_file = Path(auth_token_file).expanduser() if auth_token_file else None
         self._client = client
@@ -561,9 +563,16 @@ class CaveSource(Source):
         """
         if table not in SCHEMAS:
             raise ValueError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
+        return self.fetch_rows(table, table, filter_in=filter_in, progress=progress)
+
+    def fetch_rows(self, table: str, schema: str, *, filter_in: Mapping[str, Sequence] | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+        """Rows of the server's ``table`` in the canonical schema ``schema`` (a key of
+        :data:`SCHEMAS`: a datastack names its tables its own way, e.g. V1DD's cell-type table
+        has the columns of ``aibs_metamodel_celltypes_v661``), as :meth:`fetch_table` gives them."""
         filters = {col: _ids(vals) for col, vals in (filter_in or {}).items()}
         if any(len(v) == 0 for v in filters.values()):
-            return empty(table)
+            return empty(schema)
         if filters:
             key = max(filters, key=lambda c: len(filters[c]))
             values = filters[key]
@@ -577,8 +586,8 @@ class CaveSource(Source):
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if not filters:
             self._check_count(table, len(df))
-        df = _canonical_table(df, table)
-        df = conform(df, table, origin=f"CAVE {self.namespace} v{self.version} {table}")
+        df = _canonical_table(df, schema)
+        df = conform(df, schema, origin=f"CAVE {self.namespace} v{self.version} {table}")
         return _sorted_unique(df, table)
 
     def _check_count(self, table: str, n_rows: int) -> None:
@@ -695,7 +704,7 @@ class CaveSource(Source):
         df, capped = self._query(f"{what} ({len(pre)} pre x {len(post)} post ids)", lambda: (
             mat.synapse_query(
                 pre_ids=pre, post_ids=post, split_positions=True, desired_resolution=RESOLUTION_NM,
-                materialization_version=self.version, synapse_table=SYNAPSE_TABLE,
+                materialization_version=self.version, synapse_table=self.synapse_table,
                 remove_autapses=False, metadata=False,
             )
         ))

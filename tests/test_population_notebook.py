@@ -1,0 +1,31 @@
+"""notebooks/population_query.ipynb: committed without outputs; runs top to bottom (a population
+query of a depth slab through the fake CAVE server, built, compiled, trained for 60 steps) in a
+kernel of this interpreter importing this checkout, in seconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "population_query.ipynb"
+
+
+def test_population_notebook_is_committed_without_outputs():
+    code = [c for c in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    assert code and all(c.get("outputs") == [] and c.get("execution_count") is None for c in code)
+
+
+def test_population_notebook_runs(tmp_path):
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    spec = importlib.util.spec_from_file_location("render_notebook", ROOT / "scripts" / "render_notebook.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    nb = render.execute_notebook(NOTEBOOK, tmp_path / "cache", tmp_path / "work", timeout_s=300)
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "funnel:" in text and "CorticalColumn(spec='slab'" in text and "loss " in text
+    assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
