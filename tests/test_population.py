@@ -18,7 +18,7 @@ from connectomics.cache import TableCache
 from connectomics.profiles import ProfileError, known_profiles, load_profile
 from connectomics.schema import SYNAPSE_TABLE
 from connectomics.sources.population import (
-    OUTSIDE_INPUTS, PopulationQuery, PopulationSource, QueryError, outside_inputs,
+    PopulationQuery, PopulationSource, QueryError, outside_inputs,
 )
 from tests.cave_mock import Killed
 from tests.population_mock import FRAGMENT0, expected_cells, population_server

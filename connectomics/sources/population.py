@@ -47,7 +47,7 @@ from ..schema import (
     CELL_TYPE_TABLE, COLUMN_TABLE, MTYPE_TABLE, PROOFREADING_TABLE, SYNAPSE_TABLE, conform, empty,
 )
 from .base import SourceError
-from .cave import DEFAULT_VERSION, CaveSource, _canonical_synapses
+from .cave import CaveSource, _canonical_synapses
 
 logger = logging.getLogger(__name__)
 
