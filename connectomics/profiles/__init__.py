@@ -10,10 +10,15 @@ from. Adding a datastack means adding a file.
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from dataclasses import dataclass
 from importlib import resources
 import numpy as np
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, released on PyPI before it joined the standard library
+    import tomli as tomllib
 
 #: Table roles a profile may name; ``mtypes`` is optional (V1DD has none).
 ROLES: tuple[str, ...] = ("nucleus", "cell_types", "mtypes", "proofreading", "synapses")
