@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from .projection import check_sign
-from .sparse_linear import csr_buffers, csr_linear
+from .sparse_linear import EdgeListConnectivity, csr_buffers, csr_linear
 
 
-class CountLinear(nn.Module):
+class CountLinear(EdgeListConnectivity, nn.Module):
     r"""``y = x W^T``, :math:`W_{ij} = s_j n_{ij} e^{\theta_{k(i,j)}}` (module docstring).
 
     Args:
@@ -143,30 +143,6 @@ class CountLinear(nn.Module):
         return out.reshape(*lead, self.out_features)
 
     # -- connectivity (the interface of MaskedLinear / SparseLinear) --------------------------
-    @property
-    def n_edges(self) -> int:
-        return int(self.edge_index.shape[1])
-
-    @property
-    def density(self) -> float:
-        return self.n_edges / max(1, self.in_features * self.out_features)
-
-    @property
-    def fan_in(self) -> Tensor:
-        return torch.bincount(self.edge_index[1], minlength=self.out_features)
-
-    @property
-    def mask(self) -> Tensor:
-        """``(out, in)`` bool connectivity."""
-        m = torch.zeros(self.out_features, self.in_features, dtype=torch.bool,
-                        device=self.edge_index.device)
-        m[self.edge_index[1], self.edge_index[0]] = True
-        return m
-
-    def connections(self) -> Tensor:
-        """``(2, E)`` connections ``[pre, post]`` in CSR order."""
-        return self.edge_index
-
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"edges={self.n_edges}, density={self.density:.4f}, scales={self.n_blocks}, "

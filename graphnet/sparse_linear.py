@@ -80,7 +80,41 @@ class _CSRLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None, None
 
 
-class SparseLinear(SignedProjection, MessagePassing):
+class EdgeListConnectivity:
+    """Connectivity read from an ``edge_index`` buffer (``(2, E)``, rows ``[pre, post]``, CSR
+    order) of a layer with ``in_features`` inputs and ``out_features`` outputs."""
+
+    edge_index: Tensor
+    in_features: int
+    out_features: int
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    @property
+    def density(self) -> float:
+        return self.n_edges / max(1, self.in_features * self.out_features)
+
+    @property
+    def fan_in(self) -> Tensor:
+        """``(out,)`` connections onto each output unit."""
+        return torch.bincount(self.edge_index[1], minlength=self.out_features)
+
+    @property
+    def mask(self) -> Tensor:
+        """``(out, in)`` bool connectivity (materialised; for inspection and export)."""
+        m = torch.zeros(self.out_features, self.in_features, dtype=torch.bool,
+                        device=self.edge_index.device)
+        m[self.edge_index[1], self.edge_index[0]] = True
+        return m
+
+    def connections(self) -> Tensor:
+        """``(2, E)`` connections ``[pre, post]`` in CSR order (= ``edge_index``)."""
+        return self.edge_index
+
+
+class SparseLinear(EdgeListConnectivity, SignedProjection, MessagePassing):
     r"""Linear map over a fixed bipartite graph, one learnable weight per edge.
 
     .. math::
@@ -221,26 +255,6 @@ class SparseLinear(SignedProjection, MessagePassing):
                                         self.perm_t, self.crow_t, self.col_t, self.out_features).t()
 
     # -- connectivity ---------------------------------------------------------------------------
-    @property
-    def n_edges(self) -> int:
-        return int(self.edge_index.shape[1])
-
-    @property
-    def fan_in(self) -> Tensor:
-        return torch.bincount(self.edge_index[1], minlength=self.out_features)
-
-    @property
-    def mask(self) -> Tensor:
-        """``(out, in)`` bool connectivity (materialised; for inspection and export)."""
-        m = torch.zeros(self.out_features, self.in_features, dtype=torch.bool,
-                        device=self.edge_index.device)
-        m[self.edge_index[1], self.edge_index[0]] = True
-        return m
-
-    def connections(self) -> Tensor:
-        """``(2, E)`` connections ``[pre, post]`` in CSR order (= ``edge_index``)."""
-        return self.edge_index
-
     def edge_values(self) -> Tensor:
         """``(E,)`` effective weight of each connection, in :meth:`connections` order."""
         return self.effective_weight()
