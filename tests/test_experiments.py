@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -173,3 +174,26 @@ def test_runs_go_to_dask_workers_and_into_one_report(tmp_path, train_env):
     assert code == 0
     assert ex.main(["--report", str(out)]) == 0
     assert "| cnn | 2 |" in (out / "report.md").read_text()
+
+
+def test_every_shipped_plan_loads_and_names_its_family_from_its_rows():
+    for path in sorted(ex.PLANS_DIR.glob("*.json")):
+        plan = ex.load_plan(path.stem)
+        names = [r["name"] for r in plan["rows"]]
+        assert plan["reference"] in names, path.name
+        assert set(plan.get("family", [])) <= set(names) - {plan["reference"]}, path.name
+
+
+def test_inhibition_pattern_reuses_the_matched_screens_real_and_shuffled_runs():
+    """Its connectome and weight_shuffle rows are controls_matched's configs, so their screen runs
+    are reused rather than trained again; its new rows change only graded inhibition."""
+    mech, matched = ex.load_plan("inhibition_pattern"), ex.load_plan("controls_matched")
+    extra = ex.plan_overrides(mech, "screen", None)
+    assert extra == ex.plan_overrides(matched, "screen", None)
+    runs = {r.row: r for r in ex.expand(mech, [1], Path("/x"), extra)}
+    ref = {r.row: r for r in ex.expand(matched, [1], Path("/x"), extra)}
+    for row in ("connectome", "weight_shuffle"):
+        assert runs[row].expected() == ref[row].expected(), row
+    c = runs["connectome"].config().column
+    assert runs["strength_0.7"].config().column == dataclasses.replace(c, inhibition_strength=0.7)
+    assert runs["no_graded_inhibition"].config().column == dataclasses.replace(c, graded_inhibition=False)

@@ -167,3 +167,29 @@ def test_matched_nulls_keep_every_compiled_projection_on_the_real_column(column_
             assert per_projection(mask, seed) == real, (mask, seed)
     for mask in ("random", "label_shuffle"):
         assert per_projection(mask) != real, mask
+
+
+def test_under_free_weights_the_weight_shuffle_differs_from_the_real_column_only_in_its_gains(column_graph):
+    """The premise of pipelines/plans/inhibition_pattern.json: with free weights (fan-in
+    initialisation) the paper's column reads synapse counts only through graded inhibition, so
+    the weight shuffle compiles the same parameters and differs in the gain buffers alone, and
+    with graded inhibition off the two columns are the same model."""
+    import torch
+
+    from graphnet import ColumnSpec, compile_column
+
+    def state(**kw):
+        return compile_column(column_graph.graph, ColumnSpec.bionic(seed=1, **kw), in_features=16).state_dict()
+
+    real, shuffled = state(mask="connectome"), state(mask="weight_shuffle")
+    assert real.keys() == shuffled.keys()
+    differ = {k for k in real if not torch.equal(real[k], shuffled[k])}
+    assert differ and all(k.endswith(("inhibition.gain", "inhibition.inhibitory_input")) for k in differ)
+    # the shuffle lowers the mean gain of L4 and L2/3 (real: their most inhibited cells are outliers)
+    for layer in ("A", "B"):
+        assert float(shuffled[f"layers.{layer}.inhibition.gain"].mean()) < \
+            float(real[f"layers.{layer}.inhibition.gain"].mean()) - 0.02, layer
+    off_real = state(mask="connectome", graded_inhibition=False)
+    off_shuffled = state(mask="weight_shuffle", graded_inhibition=False)
+    assert off_real.keys() == off_shuffled.keys()
+    assert all(torch.equal(off_real[k], off_shuffled[k]) for k in off_real)
