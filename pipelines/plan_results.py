@@ -178,14 +178,23 @@ def find_same_result(results_root: Path, expected: dict[str, Any], exclude: Path
     """A finished result anywhere under ``results_root`` (``<label>/<row>/s<seed>``) of exactly the
     :func:`comparable` config ``expected`` (seed included), other than ``exclude``; ``None`` if none.
     Two plans often share a configuration (the ablations' ``full`` row is the controls'
-    ``connectome`` row): its run is trained once."""
+    ``connectome`` row): its run is trained once. Of several matches the most complete is taken
+    (per-image predictions and the final-epoch evaluation stored: older runs lack them, and
+    without them the report has no bootstrap for the row), then the first in path order."""
     exclude = None if exclude is None else Path(exclude).resolve()
     name = RunDir(".").config.name
-    for cfg in sorted(Path(results_root).glob(f"*/*/s*/{name}")):
-        d = cfg.parent
-        if d.name[1:].isdigit() and d.resolve() != exclude and result_state(d, expected) == "match":
-            return d
-    return None
+    matches = [cfg.parent for cfg in sorted(Path(results_root).glob(f"*/*/s*/{name}"))
+               if cfg.parent.name[1:].isdigit() and cfg.parent.resolve() != exclude
+               and result_state(cfg.parent, expected) == "match"]
+    if not matches:
+        return None
+    return max(matches, key=_completeness)   # max keeps the first of equals
+
+
+def _completeness(result: Path) -> int:
+    """How many of a result's optional files it has (predictions, final-epoch evaluation)."""
+    return int((result / RunDir(".").predictions.name).is_file()) + \
+        int(any(result.glob(RunDir(".").eval_json("*_final").name)))
 
 
 def reuse_result(src: Path, dest: Path, results_root: Path) -> Path:

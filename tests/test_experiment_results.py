@@ -122,6 +122,18 @@ def test_a_run_shared_by_two_plans_is_trained_once(tmp_path, tiny_base, monkeypa
     # a result of another seed or config is never taken
     other = pr.find_same_result(results, ex.Run("full", 2, tmp_path, tiny_base).expected())
     assert other is None
+    # of several matches the most complete is reused (per-image predictions, final-epoch
+    # evaluation: older runs lack them), not the first by path
+    expected = pr.stored_config(src)
+    assert pr.find_same_result(results, expected) == dst              # abl/ before ctl/
+    poor = results / "aaa" / "connectome" / "s1"                      # first by path
+    shutil.copytree(src, poor)
+    for f in [poor / "predictions.npz", *poor.glob("eval_*_final.json")]:
+        f.unlink()
+    assert pr.find_same_result(results, expected) == dst
+    (dst / "predictions.npz").unlink()
+    assert pr.find_same_result(results, expected) == results / "abl2" / "full" / "s1"
+    shutil.rmtree(poor.parent.parent)
 
 
 def test_ignored_fields_do_not_force_a_rerun():
