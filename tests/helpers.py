@@ -115,3 +115,18 @@ def make_train_env(root: Path) -> tuple[Path, Path, Path]:
     graph_dir = root / "graph"
     small_graph().save(graph_dir)
     return root, data, graph_dir
+
+
+def assert_page_shows_notebook(page: Path, notebook: Path, render_command: str) -> str:
+    """A rendered notebook page shows every non-empty code cell of ``notebook`` as it is now and
+    no path of this machine; returns the page's text. ``render_command`` is named in the failure."""
+    import json
+
+    text = page.read_text(encoding="utf-8")
+    for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        src = "".join(c["source"]).strip()
+        if c["cell_type"] == "code" and src:
+            assert src in text, (f"{notebook.name} changed since {page.name} was rendered: run "
+                                 f"{render_command}\n{src[:200]}")
+    assert str(Path(__file__).resolve().parents[1]) not in text and "/tmp/" not in text
+    return text
