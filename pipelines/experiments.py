@@ -44,7 +44,8 @@ and the paper's Δ (:mod:`pipelines.plan_report`); with ``--doc docs/results.md`
 between the plan-report markers with every plan's table and figure and, for each ``<plan>_<recipe>``
 beside ``<plan>``, whether the short recipe ranks the rows as the full one does. ``--compare SHORT
 FULL`` prints that comparison alone; ``--delta-figure PNG`` draws the reported plans' Δ side by side
-(:func:`pipelines.plan_report.delta_figure`). ``--power`` prints the seed-to-seed s.d. of the paired
+(:func:`pipelines.plan_report.delta_figure`; ``--delta-plans`` picks the plans it draws, so that
+panels of a few points are not drawn on the axis of a 17-point ablation). ``--power`` prints the seed-to-seed s.d. of the paired
 differences and the seeds needed to detect ``--delta`` points at alpha 0.05 with power 0.8.
 """
 
@@ -462,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delta-figure", default=None, metavar="PNG", help="with --report: also draw the "
                     "reported plans side by side in one figure of each compared row's Δ, its intervals "
                     "and the smallest detectable Δ")
+    ap.add_argument("--delta-plans", nargs="+", default=None, metavar="DIR",
+                    help="with --delta-figure: draw only these plans (default: every reported plan)")
     ap.add_argument("--compare", nargs=2, metavar=("SHORT", "FULL"), default=None,
                     help="does recipe SHORT (e.g. controls_screen) rank the rows as FULL (controls) does")
     ap.add_argument("--power", metavar="DIR_OR_PLAN", default=None,
@@ -473,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --plan, --report, --power or --compare")
     if (ns.doc or ns.delta_figure) and ns.report is None:
         ap.error("--doc and --delta-figure go with --report")
+    if ns.delta_plans and not ns.delta_figure:
+        ap.error("--delta-plans goes with --delta-figure")
     return run_cli("experiments", lambda: _main(ns), debug=ns.debug)
 
 
@@ -492,7 +497,8 @@ def _main(ns: argparse.Namespace) -> int:
             update_doc(Path(ns.doc), plan_folders(ns.report, results))
             print(f"{ns.doc}: plan-report block rewritten")
         if ns.delta_figure:
-            print(f"Δ figure: {delta_figure(plan_folders(ns.report, results), ns.delta_figure, results)}")
+            drawn = plan_folders(ns.delta_plans or ns.report, results)
+            print(f"Δ figure: {delta_figure(drawn, ns.delta_figure, results)}")
         return 0
     if ns.compare:
         short, full = plan_folders(ns.compare, results)

@@ -332,7 +332,8 @@ def test_the_report_states_the_plans_own_resolution(with_predictions, capsys):
     assert f"3 seeds {ps.detectable_delta(3, sd):.2f} pp (this plan)" in capsys.readouterr().out
 
 
-def test_delta_figure_draws_each_plan_with_both_intervals_and_the_detectable_band(with_predictions, tmp_path):
+def test_delta_figure_draws_each_plan_with_both_intervals_and_the_detectable_band(with_predictions, tmp_path,
+                                                                                  monkeypatch):
     folder = with_predictions[0]
     rng = np.random.default_rng(7)
     ref = [(_correct(rng, 0.5), _correct(rng, 0.5)) for _ in range(5)]
@@ -365,6 +366,13 @@ def test_delta_figure_draws_each_plan_with_both_intervals_and_the_detectable_ban
     assert out.stat().st_size > 5000
     assert ex.main(["--report", "pp", "other", "--results", str(tmp_path), "--delta-figure",
                     str(tmp_path / "cli.png")]) == 0 and (tmp_path / "cli.png").is_file()
+    drawn = []
+    monkeypatch.setattr(ex, "delta_figure", lambda folders, png, results: drawn.append(folders) or Path(png))
+    assert ex.main(["--report", "pp", "other", "--results", str(tmp_path), "--delta-figure",
+                    str(tmp_path / "only.png"), "--delta-plans", "other"]) == 0
+    assert drawn == [[tmp_path / "other"]]
+    with pytest.raises(SystemExit):
+        ex.main(["--report", "pp", "--results", str(tmp_path), "--delta-plans", "other"])
     with pytest.raises(ValueError, match="none of the rows"):
         rep.delta_figure_of([folder], rows=["nope"])
 
