@@ -45,8 +45,9 @@ between the plan-report markers with every plan's table and figure and, for each
 beside ``<plan>``, whether the short recipe ranks the rows as the full one does. ``--compare SHORT
 FULL`` prints that comparison alone; ``--delta-figure PNG`` draws the reported plans' Δ side by side
 (:func:`pipelines.plan_report.delta_figure`; ``--delta-plans`` picks the plans it draws, so that
-panels of a few points are not drawn on the axis of a 17-point ablation). ``--power`` prints the seed-to-seed s.d. of the paired
-differences and the seeds needed to detect ``--delta`` points at alpha 0.05 with power 0.8.
+panels of a few points are not drawn on the axis of a 17-point ablation). ``--power`` prints the
+seed-to-seed s.d. of the paired differences and the seeds needed to detect ``--delta`` points at
+alpha 0.05 with power 0.8.
 """
 
 from __future__ import annotations
